@@ -1,0 +1,57 @@
+"""The course's lab package: the exercise modules you complete, and `labs.provided`.
+
+Your files (exercise modules, one topic each):
+    labs/basics.py   Lab 1  PyTorch basics: broadcasting, one-hot, a regression step
+    labs/mlp.py      Lab 1  softmax, cross-entropy and backpropagation by hand
+    labs/conv.py     Lab 2  convolutions and pooling by hand
+    labs/models.py   Lab 3-4  LeNet-5 and AlexNet
+
+Provided infrastructure, never edited by students, lives in `labs/provided/`.
+
+`import labs.mlp` gives your own code. The reference solutions can stand in for the
+exercise modules (the notebooks run that way in CI, and `pytest --impl solutions`):
+set the environment variable LABS_IMPL=solutions before Python starts, or call
+`labs.use_implementation("solutions")` before importing any exercise module.
+"""
+
+import importlib
+import os
+import sys
+
+EXERCISE_MODULES = ("basics", "mlp", "conv", "models")
+IMPLEMENTATIONS = ("labs", "solutions")
+
+_active = "labs"
+
+
+def use_implementation(impl: str) -> None:
+    """Make `labs.<module>` resolve to the students' code ("labs") or to "solutions".
+
+    Must run before any exercise module is imported: switching afterwards would leave
+    two implementations mixed in one process, so it raises instead.
+    """
+    global _active
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {impl!r}")
+    if impl == _active:
+        return
+    loaded = [name for name in EXERCISE_MODULES if f"labs.{name}" in sys.modules]
+    if loaded:
+        raise RuntimeError(
+            f"cannot switch to {impl!r}: labs.{loaded[0]} is already imported from {_active!r}; "
+            "call labs.use_implementation() before importing exercise modules"
+        )
+    if impl == "solutions":
+        for name in EXERCISE_MODULES:
+            module = importlib.import_module(f"solutions.{name}")
+            sys.modules[f"labs.{name}"] = module
+            globals()[name] = module
+    _active = impl
+
+
+def active_implementation() -> str:
+    """Return "labs" or "solutions": where `labs.<module>` currently comes from."""
+    return _active
+
+
+use_implementation(os.environ.get("LABS_IMPL", "labs"))

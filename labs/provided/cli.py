@@ -1,0 +1,76 @@
+"""The command line: `python -m labs {grade,release,train,download}`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+RECIPES = ("mlp", "lenet", "alexnet")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m labs", description="Course labs for convolutional networks.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    grade = commands.add_parser("grade", help="grade your labs/ (or a submission) exercise by exercise")
+    grade.add_argument("exercises", nargs="*", help="exercise ids to grade, e.g. 1.4 2.3 (default: all)")
+    grade.add_argument("--submission", metavar="DIR", help="grade the exercise modules in DIR instead of labs/")
+    grade.add_argument("--json", metavar="PATH", help="also write Gradescope's results.json to PATH")
+    grade.add_argument("--timeout", type=float, default=60.0, help="seconds allowed per test (default: 60)")
+    grade.add_argument("--verbose", action="store_true", help="show every failing test, not only the first")
+
+    release = commands.add_parser("release", help="regenerate the stubs in labs/ from solutions/ (instructors)")
+    release.add_argument("--check", action="store_true", help="only report stale files; exit 1 if any")
+    release.add_argument("--force", action="store_true", help="overwrite labs/ files that hold edits")
+
+    train = commands.add_parser("train", help="train a model headless", add_help=False)
+    train.add_argument("recipe", choices=RECIPES)
+
+    download = commands.add_parser("download", help="fetch a dataset into the data folder")
+    download.add_argument("dataset", choices=("mnist", "cifar10"))
+    download.add_argument("--data-dir", help="folder to fetch into (default: LABS_DATA_DIR or data/)")
+
+    args, rest = parser.parse_known_args(argv)
+    if args.command != "train" and rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+
+    if args.command == "grade":
+        from labs.provided.grading import run_grader
+
+        return run_grader(args.exercises, submission=args.submission, json_path=args.json, timeout=args.timeout, verbose=args.verbose)
+    if args.command == "release":
+        return _release(check=args.check, force=args.force)
+    if args.command == "train":
+        recipe = importlib.import_module(f"labs.provided.recipes.{args.recipe}")
+        return recipe.main(rest)
+    if args.command == "download":
+        from labs.provided.data import DataError, download
+
+        try:
+            print(f"{args.dataset} is ready in {download(args.dataset, args.data_dir)}")
+        except DataError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        return 0
+    raise AssertionError(args.command)
+
+
+def _release(check: bool, force: bool) -> int:
+    from labs.provided.release import REPO_ROOT, ReleaseError, release, stale_files
+
+    try:
+        if check:
+            stale = stale_files()
+            for path in stale:
+                print(f"stale: {path.relative_to(REPO_ROOT)} (run `python -m labs release`)")
+            return 1 if stale else 0
+        changed = release(force=force)
+    except ReleaseError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for path in changed:
+        print(f"wrote {path.relative_to(REPO_ROOT)}")
+    print("stubs are up to date" if not changed else f"{len(changed)} file(s) regenerated")
+    return 0

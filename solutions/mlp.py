@@ -1,0 +1,1 @@
+"""Placeholder: lab 1's backpropagation module is being written."""

@@ -1,0 +1,109 @@
+"""Shared pytest setup: which implementation is tested, exercise markers, module fixtures.
+
+Graded tests (tests/test_*.py) are written once and run against either implementation:
+
+    pytest --impl labs        # your code in labs/ (the default)
+    pytest --impl solutions   # the reference; also runs the course checks in tests/course/
+
+Each graded test carries its exercise's marker, so `pytest -m ex2_4` runs one exercise.
+Tests of the provided code around an exercise (its input checks) also carry `provided`:
+they run with the exercise but earn no points, since the stubs contain that code too.
+Tests receive the exercise module through a fixture (`mlp`, `conv`, ...) rather than a
+top-level import: a module that fails to import then fails its own tests with the error,
+instead of stopping the whole run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+import pytest
+
+TESTS_DIR = Path(__file__).resolve().parent
+COURSE_DIR = TESTS_DIR / "course"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--impl",
+        choices=("labs", "solutions"),
+        default=os.environ.get("LABS_IMPL", "labs"),
+        help="which implementation the graded tests import as `labs.<module>` (default: labs, your code)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    impl = config.getoption("impl")
+    os.environ["LABS_IMPL"] = impl  # subprocesses (notebooks, torchrun) see the same choice
+    import labs
+    from labs.provided.release import load_catalog
+
+    labs.use_implementation(impl)
+    for exercise in load_catalog():
+        config.addinivalue_line("markers", f"{exercise.marker}: Exercise {exercise.id}: {exercise.title}")
+    config.addinivalue_line(
+        "markers",
+        "provided: checks provided code that surrounds an exercise (input validation); runs with the "
+        "exercise's tests but earns no points, since the stubs already contain that code",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Check that every graded test names one exercise; keep course checks to --impl solutions."""
+    from labs.provided.release import load_catalog
+
+    markers = {exercise.marker for exercise in load_catalog()}
+    course, graded = [], []
+    for item in items:
+        if COURSE_DIR in Path(item.fspath).parents:
+            course.append(item)
+            continue
+        found = sorted(m.name for m in item.iter_markers() if m.name in markers)
+        if len(found) != 1:
+            raise pytest.UsageError(f"{item.nodeid}: a graded test needs exactly one exercise marker, found {found}")
+        graded.append(item)
+    if config.getoption("impl") == "labs" and course:
+        # The course checks test the reference and the infrastructure, not your code.
+        config.hook.pytest_deselected(items=course)
+        items[:] = graded
+
+
+def _exercise_module(name: str):
+    return importlib.import_module(f"labs.{name}")
+
+
+@pytest.fixture(scope="session")
+def basics():
+    """The module under test for lab 1's basics: labs/basics.py (or solutions/basics.py)."""
+    return _exercise_module("basics")
+
+
+@pytest.fixture(scope="session")
+def mlp():
+    """The module under test for lab 1's backpropagation: labs/mlp.py (or solutions/mlp.py)."""
+    return _exercise_module("mlp")
+
+
+@pytest.fixture(scope="session")
+def conv():
+    """The module under test for lab 2: labs/conv.py (or solutions/conv.py)."""
+    return _exercise_module("conv")
+
+
+@pytest.fixture(scope="session")
+def models():
+    """The module under test for labs 3 and 4: labs/models.py (or solutions/models.py)."""
+    return _exercise_module("models")
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """The MNIST folder from LABS_DATA_DIR; tests that need real digits skip without it."""
+    from labs.provided.data import mnist_available
+
+    root = Path(os.environ.get("LABS_DATA_DIR", TESTS_DIR.parent / "data"))
+    if not mnist_available(root):
+        pytest.skip(f"no MNIST under {root}: set LABS_DATA_DIR or run `python -m labs download mnist`")
+    return root
