@@ -1,0 +1,34 @@
+"""Command-line arguments shared by every `python -m labs train <recipe>`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from labs.provided.settings import fast_mode
+
+
+def recipe_parser(name: str, description: str, epochs: int, batch_size: int, lr: float) -> argparse.ArgumentParser:
+    """A parser with the options every recipe takes; a recipe adds its own after.
+
+    --epochs, --batch-size, --lr   the recipe's defaults, shown in --help
+    --device                       cpu, cuda, cuda:N or mps (default: best available)
+    --data-dir                     dataset folder (default: LABS_DATA_DIR or data/)
+    --seed                         for reproducible runs
+    --fast                         tiny data and one short epoch, as LABS_FAST=1 does
+    """
+    parser = argparse.ArgumentParser(prog=f"python -m labs train {name}", description=description)
+    parser.add_argument("--epochs", type=int, default=epochs, help=f"passes over the training set (default: {epochs})")
+    parser.add_argument("--batch-size", type=int, default=batch_size, help=f"images per step (default: {batch_size})")
+    parser.add_argument("--lr", type=float, default=lr, help=f"learning rate (default: {lr})")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: CUDA, then MPS, then CPU)")
+    parser.add_argument("--data-dir", default=None, help="dataset folder (default: LABS_DATA_DIR or data/)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--fast", action="store_true", default=fast_mode(), help="tiny run for smoke tests (also LABS_FAST=1)")
+    return parser
+
+
+def apply_data_dir(args: argparse.Namespace) -> None:
+    """Make --data-dir the folder that `labs.provided.data` reads (through LABS_DATA_DIR)."""
+    if args.data_dir:
+        os.environ["LABS_DATA_DIR"] = args.data_dir
