@@ -1,0 +1,335 @@
+"""The autograder: `python -m labs grade`.
+
+It grades the exercise modules of `labs/` (or of a submission folder) with this repository's
+own tests, exercise by exercise:
+
+1. Build a fresh workspace: this repository's `labs/provided/` and graded `tests/`, plus the
+   exercise modules being graded (`basics.py`, `mlp.py`, `conv.py`, `models.py`). Test files
+   that come with a submission are never copied, so they change nothing.
+2. Run pytest there in a child process with `--impl labs` and a per-test time limit
+   (pytest-timeout). A plugin (`grading_plugin`) records each test as it finishes.
+3. If the child process dies (a crash, `os._exit`) or hangs past the limit, the test it was
+   running fails with that reason and the tests it never reached run in a new process, so
+   one broken exercise costs only its own points.
+4. Check that the graded code really came from the workspace (never from `solutions/`).
+
+Scoring: every test function is worth one point, shared among its parametrized cases; an
+exercise's points are the sum over its tests, so partial work earns partial credit. Tests
+of provided code (marked `provided`) are not graded.
+
+Exit status: 0 when grading finished (whatever the score), 2 when it could not grade.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from labs import EXERCISE_MODULES
+from labs.provided.release import Exercise, load_catalog
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+HANG_MARGIN = 30.0  # seconds past the per-test limit before a silent child process is killed
+
+
+class GradingError(Exception):
+    """Grading could not run (as opposed to code that fails its tests)."""
+
+
+@dataclass
+class TestResult:
+    nodeid: str
+    function: str
+    exercise: str
+    weight: float
+    outcome: str = "failed"
+    message: str = "not run"
+    output: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome == "passed"
+
+
+@dataclass
+class ExerciseResult:
+    exercise: Exercise
+    tests: list[TestResult] = field(default_factory=list)
+
+    @property
+    def possible(self) -> float:
+        return sum(test.weight for test in self.tests)
+
+    @property
+    def earned(self) -> float:
+        return sum(test.weight for test in self.tests if test.passed)
+
+    @property
+    def first_failure(self) -> TestResult | None:
+        return next((test for test in self.tests if not test.passed), None)
+
+
+@dataclass
+class GradeReport:
+    source: str
+    exercises: list[ExerciseResult]
+    modules: dict[str, str]
+
+    @property
+    def score(self) -> float:
+        return sum(result.earned for result in self.exercises)
+
+    @property
+    def max_score(self) -> float:
+        return sum(result.possible for result in self.exercises)
+
+    def by_id(self) -> dict[str, ExerciseResult]:
+        return {result.exercise.id: result for result in self.exercises}
+
+    def table(self, verbose: bool = False) -> str:
+        """One row per exercise: id, title, points earned of possible, the first failure."""
+        lines = [f"Grading {self.source}", "", f"  {'id':<5} {'exercise':<44} {'points':>9}  first failure"]
+        for result in self.exercises:
+            points = f"{_fmt(result.earned)}/{_fmt(result.possible)}"
+            failures = [test for test in result.tests if not test.passed]
+            if failures:
+                status = _describe(failures[0])
+            else:
+                status = "-" if result.tests else "no tests found for this exercise"
+            lines.append(f"  {result.exercise.id:<5} {_clip(result.exercise.title, 44):<44} {points:>9}  {status}")
+            if verbose:
+                lines += [f"  {'':<5} {'':<44} {'':>9}  {_describe(test)}" for test in failures[1:]]
+        percent = 100 * self.score / self.max_score if self.max_score else 0.0
+        lines += ["", f"Total: {_fmt(self.score)} / {_fmt(self.max_score)} points ({percent:.0f}%)"]
+        return "\n".join(lines)
+
+    def gradescope(self) -> dict:
+        """Gradescope's results.json: score, max_score and one entry per test."""
+        tests = []
+        for result in self.exercises:
+            for test in result.tests:
+                tests.append({
+                    "name": f"Exercise {result.exercise.id} ({result.exercise.title}): {test.nodeid.split('::', 1)[-1]}",
+                    "number": result.exercise.id,
+                    "score": round(test.weight if test.passed else 0.0, 4),
+                    "max_score": round(test.weight, 4),
+                    "status": "passed" if test.passed else "failed",
+                    "output": test.message if not test.passed else "passed",
+                })
+        return {
+            "score": round(self.score, 4),
+            "max_score": round(self.max_score, 4),
+            "output": self.table(),
+            "visibility": "visible",
+            "tests": tests,
+        }
+
+
+def _fmt(points: float) -> str:
+    return f"{points:.0f}" if abs(points - round(points)) < 1e-9 else f"{points:.2f}"
+
+
+def _describe(test: TestResult, width: int = 160) -> str:
+    """"test_name: what went wrong", on one line."""
+    return _clip(f"{test.function.split('::')[-1]}: {' '.join(test.message.split())}", width)
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+# ---------------------------------------------------------------- workspace
+
+
+def _find_module(folder: Path, module: str) -> Path | None:
+    for candidate in (folder / "labs" / f"{module}.py", folder / f"{module}.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def build_workspace(source: Path, workspace: Path) -> list[str]:
+    """Lay out a workspace that grades the exercise modules found in `source`.
+
+    Returns the names of the exercise modules that `source` lacks (graded as missing).
+    """
+    tests_dir = REPO_ROOT / "tests"
+    if not (tests_dir / "conftest.py").is_file():
+        raise GradingError(f"the graded tests are missing: expected {tests_dir}/conftest.py")
+    found = {module: _find_module(source, module) for module in EXERCISE_MODULES}
+    if not any(found.values()):
+        names = ", ".join(f"{m}.py" for m in EXERCISE_MODULES)
+        raise GradingError(f"no exercise module ({names}) found in {source} or {source / 'labs'}")
+    shutil.copytree(REPO_ROOT / "labs", workspace / "labs", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (workspace / "tests").mkdir()
+    for path in tests_dir.glob("*.py"):
+        shutil.copy(path, workspace / "tests" / path.name)
+    shutil.copy(REPO_ROOT / "pyproject.toml", workspace / "pyproject.toml")
+    missing = []
+    for module, path in found.items():
+        target = workspace / "labs" / f"{module}.py"
+        if path is None:
+            missing.append(module)
+            target.write_text(f"raise ImportError({f'{module}.py is missing from the submission {source}'!r})\n")
+        else:
+            shutil.copy(path, target)
+    return missing
+
+
+# ---------------------------------------------------------------- running pytest
+
+
+def _read_events(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    events = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:  # the last line of a killed process may be cut
+            break
+    return events
+
+
+def _run_pytest(workspace: Path, marker_expr: str, timeout: float, only: list[str] | None, attempt: int) -> tuple[list[dict], str]:
+    """Run the graded tests once; return the plugin's events and how the process ended."""
+    report = workspace / f"report-{attempt}.jsonl"
+    command = [
+        sys.executable, "-m", "pytest", "tests", "--impl", "labs", "-m", marker_expr,
+        "-p", "labs.provided.grading_plugin", "--grading-report", str(report),
+        f"--timeout={timeout}", "-q", "--tb=no", "--show-capture=no", "--no-header",
+        "-p", "no:cacheprovider", "-o", "addopts=--strict-markers",
+    ]
+    if only is not None:
+        only_file = workspace / f"only-{attempt}.txt"
+        only_file.write_text("\n".join(only) + "\n")
+        command += ["--grading-only", str(only_file)]
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("PYTEST_", "COV_"))}
+    env.update(LABS_IMPL="labs", PYTHONPATH=str(workspace), PYTHONDONTWRITEBYTECODE="1")
+    with open(workspace / f"pytest-{attempt}.log", "wb") as log:
+        process = subprocess.Popen(command, cwd=workspace, env=env, stdout=log, stderr=subprocess.STDOUT)
+        started: dict[str, float] = {}
+        seen = 0
+        while process.poll() is None:
+            time.sleep(0.2)
+            events = _read_events(report)
+            for event in events[seen:]:
+                if event["event"] == "start":
+                    started[event["nodeid"]] = time.monotonic()
+                elif event["event"] == "result":
+                    started.pop(event["nodeid"], None)
+            seen = len(events)
+            if any(time.monotonic() - t > timeout + HANG_MARGIN for t in started.values()):
+                process.kill()
+                process.wait()
+                return _read_events(report), "hung"
+    return _read_events(report), f"exit code {process.returncode}"
+
+
+def _log_tail(workspace: Path, lines: int = 25) -> str:
+    logs = sorted(workspace.glob("pytest-*.log"))
+    if not logs:
+        return ""
+    return "\n".join(logs[-1].read_text(errors="replace").splitlines()[-lines:])
+
+
+def grade(source: str | Path | None = None, exercises: list[str] | None = None, timeout: float = 60.0) -> GradeReport:
+    """Grade the exercise modules in `source` (default: this repository's labs/).
+
+    Args:
+        source: a folder holding basics.py, mlp.py, conv.py, models.py (directly or under labs/).
+        exercises: exercise ids to grade (default: all).
+        timeout: seconds allowed per test.
+
+    Raises:
+        GradingError: grading could not run (no tests, unknown exercise id, tests that cannot be collected).
+    """
+    source = Path(source) if source is not None else REPO_ROOT / "labs"
+    if not source.is_dir():
+        raise GradingError(f"submission folder {source} does not exist")
+    catalog = load_catalog()
+    known = {exercise.id: exercise for exercise in catalog}
+    wanted = exercises or list(known)
+    unknown = [ex for ex in wanted if ex not in known]
+    if unknown:
+        raise GradingError(f"unknown exercise id(s) {', '.join(unknown)}; the exercises are {', '.join(known)}")
+    marker_expr = "(" + " or ".join(known[ex].marker for ex in wanted) + ") and not provided"
+
+    with tempfile.TemporaryDirectory(prefix="labs-grade-") as tmp:
+        workspace = Path(tmp)
+        missing = build_workspace(source, workspace)
+        collected: list[dict] | None = None
+        results: dict[str, dict] = {}
+        modules: dict[str, str] = {}
+        pending: list[str] | None = None
+        for attempt in range(1, 1000):
+            events, ending = _run_pytest(workspace, marker_expr, timeout, pending, attempt)
+            errors = [e for e in events if e["event"] == "collect_error"]
+            if errors:
+                raise GradingError(f"the tests could not be collected in {errors[0]['where']}:\n{errors[0]['message']}")
+            batch = next((e["tests"] for e in events if e["event"] == "collected"), None)
+            if batch is None:
+                raise GradingError(f"pytest did not start ({ending}):\n{_log_tail(workspace)}")
+            collected = collected if collected is not None else batch
+            started = [e["nodeid"] for e in events if e["event"] == "start"]
+            for event in events:
+                if event["event"] == "result":
+                    results[event["nodeid"]] = event
+                elif event["event"] == "finished":
+                    modules.update(event["modules"])
+            if any(e["event"] == "finished" for e in events):
+                break
+            culprit = next((nodeid for nodeid in started if nodeid not in results), None)
+            if culprit is None:
+                raise GradingError(f"the test process stopped between tests ({ending}):\n{_log_tail(workspace)}")
+            why = "ran past its time limit and did not respond" if ending == "hung" else f"crashed the test process ({ending})"
+            results[culprit] = {"outcome": "failed", "message": f"this test {why}", "output": ""}
+            pending = [test["nodeid"] for test in collected if test["nodeid"] not in results]
+            if not pending:
+                break
+        _check_graded_code_came_from(workspace, modules)
+
+    cases = Counter(test["function"] for test in collected)
+    by_marker = {exercise.marker: ExerciseResult(exercise) for exercise in catalog if exercise.id in wanted}
+    for test in collected:
+        if test["exercise"] not in by_marker:
+            continue
+        outcome = results.get(test["nodeid"], {"outcome": "failed", "message": "not run", "output": ""})
+        module = next((m for m in missing if m == by_marker[test["exercise"]].exercise.module), None)
+        message = f"{module}.py is missing from the submission" if module and outcome["outcome"] != "passed" else outcome["message"]
+        by_marker[test["exercise"]].tests.append(
+            TestResult(test["nodeid"], test["function"], by_marker[test["exercise"]].exercise.id, 1.0 / cases[test["function"]],
+                       outcome["outcome"], message, outcome.get("output", ""))
+        )
+    label = "labs/ (your code)" if source.resolve() == (REPO_ROOT / "labs").resolve() else str(source)
+    return GradeReport(label, list(by_marker.values()), modules)
+
+
+def _check_graded_code_came_from(workspace: Path, modules: dict[str, str]) -> None:
+    """Guard: every exercise module the tests imported must be the workspace's copy."""
+    for name in EXERCISE_MODULES:
+        path = modules.get(name)
+        if path is not None and Path(path).resolve().parent != (workspace / "labs").resolve():
+            raise GradingError(f"labs.{name} was imported from {path}, not from the code being graded")
+
+
+def run_grader(exercises: list[str], submission: str | None, json_path: str | None, timeout: float, verbose: bool) -> int:
+    """`python -m labs grade`: print the table, optionally write results.json; 0 graded, 2 not."""
+    try:
+        report = grade(submission, exercises or None, timeout)
+    except GradingError as error:
+        print(f"could not grade: {error}", file=sys.stderr)
+        return 2
+    print(report.table(verbose=verbose))
+    if json_path:
+        Path(json_path).write_text(json.dumps(report.gradescope(), indent=2) + "\n")
+        print(f"wrote {json_path}")
+    return 0

@@ -1,0 +1,116 @@
+"""A pytest plugin that records, test by test, what the grader needs.
+
+Loaded by the grader as `-p labs.provided.grading_plugin --grading-report FILE`. It appends
+one JSON line per event, flushed at once, so that a test process that crashes or hangs
+still leaves behind everything it finished:
+
+    {"event": "collected", "tests": [{"nodeid", "function", "exercise"}...]}
+    {"event": "start", "nodeid": ...}
+    {"event": "result", "nodeid", "outcome": "passed"|"failed", "message", "output"}
+    {"event": "finished", "modules": {"mlp": "/path/to/labs/mlp.py", ...}}
+
+`--grading-only FILE` restricts the run to the node ids listed in FILE (one per line).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import pytest
+
+EXERCISE_MARKER = re.compile(r"ex\d+_\d+")
+MAX_MESSAGE = 600
+MAX_OUTPUT = 2000
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("grading")
+    group.addoption("--grading-report", metavar="FILE", help="append the grader's JSON lines to FILE")
+    group.addoption("--grading-only", metavar="FILE", help="run only the node ids listed in FILE")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    path = config.getoption("grading_report")
+    if path:
+        config.pluginmanager.register(_Recorder(path, config.getoption("grading_only")), "grading-recorder")
+
+
+def _shorten(text: str, limit: int) -> str:
+    text = text.strip()
+    if len(text) <= limit:
+        return text
+    return text[: limit // 2] + f"\n... [{len(text) - limit} characters cut] ...\n" + text[-limit // 2 :]
+
+
+def _plain_message(excinfo: pytest.ExceptionInfo) -> str:
+    """The exception in plain words: its type and message, without a traceback."""
+    text = str(excinfo.value)
+    if "Timeout" in text and "pytest-timeout" in text:
+        return "the test ran past its time limit (does your code loop forever?)"
+    if excinfo.typename in {"AssertionError", "Failed"}:
+        return _shorten(text, MAX_MESSAGE)
+    return _shorten(f"{excinfo.typename}: {text}", MAX_MESSAGE)
+
+
+class _Recorder:
+    def __init__(self, path: str, only: str | None) -> None:
+        self.file = open(path, "a", encoding="utf-8")
+        self.only = set(open(only, encoding="utf-8").read().split("\n")) - {""} if only else None
+        self.results: dict[str, dict] = {}
+
+    def _write(self, **event) -> None:
+        self.file.write(json.dumps(event) + "\n")
+        self.file.flush()
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        if self.only is not None:
+            dropped = [item for item in items if item.nodeid not in self.only]
+            items[:] = [item for item in items if item.nodeid in self.only]
+            config.hook.pytest_deselected(items=dropped)
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        tests = []
+        for item in session.items:
+            exercise = next((m.name for m in item.iter_markers() if EXERCISE_MARKER.fullmatch(m.name)), None)
+            function = getattr(item, "originalname", item.name)
+            tests.append({"nodeid": item.nodeid, "function": f"{item.path.name}::{function}", "exercise": exercise})
+        self._write(event="collected", tests=tests)
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self._write(event="collect_error", where=report.nodeid, message=_shorten(str(report.longrepr), 4000))
+
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        self._write(event="start", nodeid=nodeid)
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
+        outcome = yield
+        report = outcome.get_result()
+        entry = self.results.setdefault(item.nodeid, {"outcome": "passed", "message": "", "output": ""})
+        if report.failed and entry["outcome"] == "passed":
+            entry["outcome"] = "failed"
+            where = "" if call.when == "call" else f" (during test {call.when})"
+            entry["message"] = (_plain_message(call.excinfo) if call.excinfo else str(report.longrepr)[:MAX_MESSAGE]) + where
+        elif report.skipped and entry["outcome"] == "passed":
+            entry["outcome"] = "failed"
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+            entry["message"] = f"skipped, which earns no points: {reason}"
+        if report.capstdout or report.capstderr:
+            # each phase's report holds the output of the phases before it: keep the latest
+            entry["output"] = _shorten(report.capstdout + report.capstderr, MAX_OUTPUT)
+
+    def pytest_runtest_logfinish(self, nodeid: str) -> None:
+        self._write(event="result", nodeid=nodeid, **self.results.pop(nodeid, {"outcome": "failed", "message": "no result", "output": ""}))
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        modules = {
+            name.split(".", 1)[1]: getattr(module, "__file__", None)
+            for name, module in list(sys.modules.items())
+            if name.startswith("labs.") and name.count(".") == 1 and module is not None
+        }
+        self._write(event="finished", modules=modules)
+        self.file.close()
