@@ -1,0 +1,51 @@
+"""`python -m labs ...` as a student or instructor types it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from labs.provided.release import REPO_ROOT
+
+
+def _labs(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "labs", *args], cwd=REPO_ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_help_lists_every_command():
+    process = _labs("--help")
+    assert process.returncode == 0
+    for command in ("grade", "release", "train", "download"):
+        assert command in process.stdout, f"`python -m labs --help` does not mention {command}"
+
+
+def test_each_recipe_explains_its_options():
+    for recipe in ("mlp", "lenet", "alexnet"):
+        process = _labs("train", recipe, "--help")
+        assert process.returncode == 0, f"`python -m labs train {recipe} --help` failed:\n{process.stderr}"
+        for option in ("--epochs", "--device", "--data-dir"):
+            assert option in process.stdout, f"`train {recipe} --help` does not mention {option}"
+
+
+def test_release_check_passes_on_the_committed_stubs():
+    process = _labs("release", "--check")
+    assert process.returncode == 0, process.stdout + process.stderr
+
+
+def test_download_either_fetches_mnist_or_says_how_to(tmp_path):
+    process = _labs("download", "mnist", "--data-dir", str(tmp_path))
+    if process.returncode == 0:  # a machine with internet access
+        assert (tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte").is_file()
+    else:
+        assert process.returncode == 1 and "Traceback" not in process.stderr, process.stderr
+        assert str(tmp_path) in process.stderr and "python -m labs download mnist" in process.stderr
+
+
+def test_training_on_a_missing_dataset_says_where_and_how_to_fetch_it(tmp_path):
+    process = _labs("train", "lenet", "--fast", "--data-dir", str(tmp_path / "empty"), LABS_IMPL="solutions")
+    assert process.returncode != 0
+    assert "Traceback" not in process.stderr, f"a missing dataset should give a clear error, not a traceback:\n{process.stderr[-2000:]}"
+    assert "python -m labs download mnist" in process.stdout + process.stderr
