@@ -221,7 +221,8 @@ class LeNet5(nn.Module):
         Conv = _conv_class(conv)  # nn.Conv2d or lab 2's Conv2d: same arguments, same weight layout
         Activation = nn.Tanh if activation == "tanh" else nn.ReLU
         # BEGIN SOLUTION 3.1: LeNet-5
-        # HINT: choose each pooling layer from `pooling`: nn.AvgPool2d(2), nn.MaxPool2d(2), or
+        # HINT: build every convolution with `Conv` (so that conv="lab" works) and every activation with `Activation()`.
+        # HINT: each pooling layer from `pooling`: nn.AvgPool2d(2), nn.MaxPool2d(2), or
         # HINT: Conv(channels, channels, kernel_size=2, stride=2) for "stride".
         def pool(channels: int) -> nn.Module:
             if pooling == "avg":
@@ -482,6 +483,10 @@ class AlexNet(nn.Module):
         x = self.drop7(x)  # (N, 4096)
         return self.fc8(x)  # (N, num_classes)
         # END SOLUTION
+
+    def feature_maps(self, x: Tensor) -> dict[str, Tensor]:
+        """Every intermediate output for a batch x: {"conv1": (N, 96, 55, 55), ..., "fc8": (N, num_classes)}."""
+        return layer_outputs(self, x)
 
 
 # ---------------------------------------------------------------- provided: AlexNet on two devices
