@@ -1,0 +1,497 @@
+"""The provided training loop: plain functions over datasets held in memory as tensors.
+
+MNIST and CIFAR-10 fit in memory, and on a GPU, so the loop never touches a DataLoader:
+each epoch draws one shuffled permutation of the indices from a seeded generator and slices
+batches out of the resident tensors. Data preparation (uint8 -> normalised float, padding,
+resizing) and augmentation are callbacks applied to whole batches on the data's device.
+
+    history = fit(net, optimizer, (X_train, y_train), (X_test, y_test), epochs=10, batch_size=128,
+                  generator=seed_everything(0), checkpoint="runs/lenet.pt")
+
+What `fit` adds on top of the textbook loop:
+    tqdm progress bars with loss, accuracy and images per second;
+    a history dict: train_loss, train_acc, test_loss, test_acc, epoch_seconds, images_per_s;
+    an optional one-cycle learning-rate schedule (`one_cycle`, Smith & Topin 2017);
+    optional bf16 autocast and channels_last memory layout (they pay off on CUDA);
+    checkpoints written atomically after every epoch (model, optimizer, scheduler, RNG states,
+    epoch, history) and `resume=True`, which continues an interrupted run and ends with the
+    same weights as an uninterrupted one (same seed, same device);
+    DistributedDataParallel: each process trains on its own shard of every epoch's permutation
+    (see `labs.provided.distributed`); only rank 0 prints and saves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+# (N, C, H, W) -> (N, C, H', W') float: applied to every batch (train and test) before the model.
+Prepare = Callable[[Tensor], Tensor]
+# (N, C, H, W) float, generator -> (N, C, H, W): applied to training batches only, after `prepare`.
+Augment = Callable[[Tensor, torch.Generator], Tensor]
+
+HISTORY_KEYS = ("train_loss", "train_acc", "test_loss", "test_acc", "epoch_seconds", "images_per_s")
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def check_dataset(images: Tensor, labels: Tensor, what: str = "dataset") -> None:
+    """Raise a ValueError that speaks to a student when images and labels do not fit together.
+
+    Args:
+        images: (N, C, H, W) tensor, any dtype.
+        labels: (N,) int64 class indices on the same device.
+    """
+    if not isinstance(images, Tensor) or not isinstance(labels, Tensor):
+        raise TypeError(f"{what}: images and labels must be torch.Tensors, got {type(images).__name__} and {type(labels).__name__}")
+    if images.dim() != 4:
+        raise ValueError(f"{what}: expected images of shape (N, C, H, W), got {tuple(images.shape)}")
+    if labels.dim() != 1 or labels.shape[0] != images.shape[0]:
+        raise ValueError(f"{what}: expected labels of shape ({images.shape[0]},) to match the images, got {tuple(labels.shape)}")
+    if labels.dtype != torch.int64:
+        raise ValueError(f"{what}: labels must be int64 class indices, got {labels.dtype}")
+    if images.device != labels.device:
+        raise ValueError(f"{what}: images are on {images.device} but labels on {labels.device}; move both with .to(device)")
+    if images.shape[0] == 0:
+        raise ValueError(f"{what} is empty")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside DistributedDataParallel and/or torch.compile wrappers."""
+    while True:
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):  # torch.compile's OptimizedModule
+            model = model._orig_mod
+        else:
+            return model
+
+
+def _dist() -> tuple[int, int]:
+    """(rank, world_size) of this process; (0, 1) when not distributed."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+def batch_indices(
+    n: int,
+    batch_size: int,
+    generator: torch.Generator | None = None,
+    shuffle: bool = True,
+    drop_last: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Iterator[Tensor]:
+    """Yield the index tensors of one epoch's batches, shuffled with `generator`.
+
+    With several processes, every rank draws the same permutation (same generator state) and
+    keeps every world_size-th index from position `rank` (DistributedSampler's sharding), the
+    permutation cut to a multiple of world_size first so that every rank takes the same
+    number of steps: collective operations in DDP need that.
+
+    Args:
+        n: dataset size.
+        batch_size: indices per batch (per process).
+        generator: CPU generator; its state advances by one permutation per call.
+        shuffle: False gives 0..n-1 in order (evaluation).
+        drop_last: skip a last batch smaller than batch_size.
+        rank, world_size: this process's place among the DDP processes.
+
+    Yields:
+        int64 CPU tensors of shape (B,), B <= batch_size.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)  # (n,)
+    if world_size > 1:
+        order = order[: n - n % world_size][rank::world_size]  # (n // world_size,)
+    stop = len(order) - len(order) % batch_size if drop_last else len(order)
+    for start in range(0, stop, batch_size):
+        yield order[start : start + batch_size]  # (B,)
+
+
+def steps_per_epoch(n: int, batch_size: int, drop_last: bool = False, world_size: int = 1) -> int:
+    """How many batches `batch_indices` yields per epoch on each process."""
+    per_rank = n // world_size if world_size > 1 else n
+    return per_rank // batch_size if drop_last else math.ceil(per_rank / batch_size)
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+
+def random_shift(images: Tensor, max_shift: int, generator: torch.Generator | None = None) -> Tensor:
+    """Shift every image by its own random (dy, dx) in [-max_shift, max_shift], filling with zeros.
+
+    The same as torchvision's RandomCrop(size, padding=max_shift) for a whole batch at once,
+    on the images' device. Random numbers come from `generator` (CPU), so runs repeat.
+
+    Args:
+        images: (N, C, H, W).
+    Returns:
+        (N, C, H, W), same dtype and device.
+    """
+    if max_shift <= 0:
+        return images
+    N, C, H, W = images.shape
+    s = max_shift
+    padded = F.pad(images, (s, s, s, s))  # (N, C, H + 2s, W + 2s)
+    offsets = torch.randint(0, 2 * s + 1, (2, N), generator=generator).to(images.device)  # (2, N)
+    rows = offsets[0, :, None] + torch.arange(H, device=images.device)  # (N, H)
+    cols = offsets[1, :, None] + torch.arange(W, device=images.device)  # (N, W)
+    n = torch.arange(N, device=images.device)[:, None, None]  # (N, 1, 1)
+    shifted = padded.permute(0, 2, 3, 1)[n, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
+    return shifted.permute(0, 3, 1, 2)  # (N, C, H, W)
+
+
+def random_flip(images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Mirror each image left-right with probability 1/2.
+
+    Args:
+        images: (N, C, H, W).
+    Returns:
+        (N, C, H, W).
+    """
+    flip = (torch.rand(images.shape[0], generator=generator) < 0.5).to(images.device)  # (N,)
+    return torch.where(flip[:, None, None, None], images.flip(3), images)  # (N, 1, 1, 1) broadcasts over (C, H, W)
+
+
+# ----------------------------------------------------------------------------- schedule
+
+
+def one_cycle(optimizer: torch.optim.Optimizer, max_lr: float, epochs: int, steps: int, pct_start: float = 0.25) -> torch.optim.lr_scheduler.OneCycleLR:
+    """A one-cycle schedule (Smith & Topin 2017): warm up to max_lr, then anneal to ~0.
+
+    Step it once per batch (`fit` does). `steps` is the number of batches per epoch.
+    """
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, epochs=epochs, steps_per_epoch=steps, pct_start=pct_start)
+
+
+# ----------------------------------------------------------------------------- one step, one epoch
+
+
+def _autocast(device: torch.device, enabled: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+
+
+def _to_model_input(x: Tensor, prepare: Prepare | None, channels_last: bool) -> Tensor:
+    x = prepare(x) if prepare is not None else x.float()
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    batch_size: int = 1000,
+    prepare: Prepare | None = None,
+    bf16: bool = False,
+    channels_last: bool = False,
+) -> tuple[float, float]:
+    """Mean cross-entropy loss and accuracy of `model` on a dataset, in eval mode.
+
+    In a distributed run each process evaluates its share and the sums are all-reduced, so
+    every rank returns the numbers for the whole dataset.
+
+    Args:
+        model: maps (B, C, H, W) float inputs to (B, num_classes) logits.
+        images: (N, C, H, W), on the model's device (any dtype `prepare` accepts).
+        labels: (N,) int64.
+        batch_size: images per forward pass.
+        prepare: batch -> model input, e.g. uint8 -> normalised float (default: `.float()`).
+        bf16: run the forward pass under bf16 autocast.
+        channels_last: feed inputs in channels_last memory layout.
+
+    Returns:
+        (loss, accuracy), accuracy in [0, 1].
+    """
+    check_dataset(images, labels, "evaluate")
+    rank, world_size = _dist()
+    was_training = model.training
+    model.eval()
+    totals = torch.zeros(3, dtype=torch.float64, device=images.device)  # loss sum, correct, count
+    for index in batch_indices(len(labels), batch_size, shuffle=False, rank=rank, world_size=world_size):
+        index = index.to(images.device)
+        x = _to_model_input(images[index], prepare, channels_last)  # (B, C, H, W)
+        y = labels[index]  # (B,)
+        with _autocast(images.device, bf16):
+            logits = model(x)  # (B, num_classes)
+        totals[0] += F.cross_entropy(logits.float(), y, reduction="sum")
+        totals[1] += (logits.argmax(1) == y).sum()
+        totals[2] += len(y)
+    if world_size > 1:
+        torch.distributed.all_reduce(totals)
+    model.train(was_training)
+    loss, correct, count = totals.tolist()
+    return loss / count, correct / count
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: Tensor,
+    labels: Tensor,
+    batch_size: int,
+    generator: torch.Generator,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    prepare: Prepare | None = None,
+    augment: Augment | None = None,
+    bf16: bool = False,
+    channels_last: bool = False,
+    drop_last: bool = False,
+    max_steps: int | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> dict[str, float]:
+    """One pass over the (shard of the) training set; returns loss, accuracy, images/s.
+
+    Args:
+        model: maps (B, C, H, W) floats to (B, num_classes) logits.
+        images: (N, C, H, W) training images on the model's device.
+        labels: (N,) int64 on the same device.
+        batch_size: images per step, per process.
+        generator: CPU generator for the permutation and the augmentation.
+        scheduler: stepped after every optimizer step (e.g. `one_cycle`).
+        prepare: batch -> model input (both training and evaluation).
+        augment: batch, generator -> augmented batch (training only, after `prepare`).
+        max_steps: stop after this many steps (smoke tests and benchmarks).
+
+    Returns:
+        {"loss", "acc", "images", "seconds", "images_per_s"} over this epoch (all processes).
+    """
+    check_dataset(images, labels, "training set")
+    rank, world_size = _dist()
+    device = images.device
+    model.train()
+    total = steps_per_epoch(len(labels), batch_size, drop_last, world_size)
+    total = min(total, max_steps) if max_steps is not None else total
+    totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
+    bar = tqdm(total=total, desc=desc, unit="step", leave=False, disable=not progress or rank != 0, dynamic_ncols=True)
+    start = time.perf_counter()
+    for step, index in enumerate(batch_indices(len(labels), batch_size, generator, True, drop_last, rank, world_size)):
+        if step == total:
+            break
+        index = index.to(device, non_blocking=True)
+        x = _to_model_input(images[index], prepare, channels_last)  # (B, C, H, W)
+        if augment is not None:
+            x = augment(x, generator)  # (B, C, H, W)
+        y = labels[index]  # (B,)
+        with _autocast(device, bf16):
+            logits = model(x)  # (B, num_classes)
+            loss = F.cross_entropy(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        with torch.no_grad():
+            totals[0] += loss.detach() * len(y)
+            totals[1] += (logits.argmax(1) == y).sum()
+            totals[2] += len(y)
+        bar.update(1)
+        if progress and rank == 0 and (step % 20 == 0 or step == total - 1):  # .tolist() waits for the GPU: not every step
+            loss_sum, correct, count = totals.tolist()
+            seconds = time.perf_counter() - start
+            bar.set_postfix(loss=f"{loss_sum / count:.4f}", acc=f"{correct / count:.2%}", img_s=f"{count * world_size / seconds:,.0f}")
+    bar.close()
+    if world_size > 1:
+        torch.distributed.all_reduce(totals)
+    loss_sum, correct, count = totals.tolist()  # waits for the device: the time below is honest
+    seconds = time.perf_counter() - start
+    return {"loss": loss_sum / count, "acc": correct / count, "images": count, "seconds": seconds, "images_per_s": count / seconds}
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _rng_states(generator: torch.Generator) -> dict:
+    states = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(generator: torch.Generator, states: dict) -> None:
+    generator.set_state(states["generator"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def atomic_save(obj: object, path: str | Path) -> Path:
+    """torch.save `obj` to `path` so that `path` is either the old file or the complete new one.
+
+    Writes to a temporary file in the same folder, flushes it to disk, then renames it over
+    `path` (os.replace is atomic on POSIX and Windows within one file system). If anything
+    fails, the temporary file is removed and `path` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(obj, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    return path
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    generator: torch.Generator,
+    epoch: int,
+    history: dict[str, list[float]],
+    extra: dict | None = None,
+) -> Path:
+    """Write everything needed to continue training after `epoch` epochs, atomically.
+
+    Holds: model (unwrapped from DDP/compile), optimizer and scheduler state, the data
+    generator's and torch's RNG states, epoch count, history and `extra` (e.g. the recipe's
+    arguments).
+    """
+    state = {
+        "model": unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "rng": _rng_states(generator),
+        "epoch": epoch,
+        "history": history,
+        "extra": extra or {},
+    }
+    return atomic_save(state, path)
+
+
+def load_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    generator: torch.Generator | None = None,
+) -> dict:
+    """Restore what `save_checkpoint` wrote into the given objects; return the checkpoint dict.
+
+    The model's weights are loaded onto the model's own device. Pass optimizer, scheduler and
+    generator to continue training; the model alone to evaluate.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}: train first (the recipes write one with --checkpoint)")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    unwrap(model).load_state_dict(state["model"])
+    if optimizer is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None:
+        if state["scheduler"] is None:
+            raise ValueError(f"{path} was saved without a learning-rate scheduler; resume with the same options")
+        scheduler.load_state_dict(state["scheduler"])
+    if generator is not None:
+        _set_rng_states(generator, state["rng"])
+    return state
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_data: tuple[Tensor, Tensor],
+    test_data: tuple[Tensor, Tensor] | None,
+    epochs: int,
+    batch_size: int,
+    generator: torch.Generator,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    prepare: Prepare | None = None,
+    augment: Augment | None = None,
+    bf16: bool = False,
+    channels_last: bool = False,
+    drop_last: bool = False,
+    max_steps: int | None = None,
+    eval_batch_size: int = 1000,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    extra: dict | None = None,
+    target_acc: float | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = print,
+) -> dict[str, list[float]]:
+    """Train for `epochs` epochs, evaluating after each; return the history.
+
+    Args:
+        model: maps (B, C, H, W) floats to (B, num_classes) logits; already on the data's
+            device (and wrapped in DDP for distributed runs).
+        optimizer, scheduler: the scheduler is stepped after every batch.
+        train_data: (images (N, C, H, W), labels (N,)) on the model's device.
+        test_data: the same for evaluation after every epoch, or None.
+        epochs: total epochs of the run (a resumed run counts the epochs already done).
+        batch_size: images per step per process.
+        generator: seeded CPU generator; drives shuffling and augmentation.
+        prepare, augment: batch callbacks, see `train_epoch`.
+        bf16, channels_last: bf16 autocast and channels_last inputs (use on CUDA).
+        max_steps: cap on steps per epoch (smoke tests).
+        checkpoint: file written atomically after every epoch (rank 0 only).
+        resume: continue from `checkpoint` when it exists.
+        extra: stored in the checkpoint beside the state (e.g. the recipe's arguments).
+        target_acc: stop as soon as the test accuracy reaches it (time-to-accuracy runs).
+        progress: show tqdm bars (rank 0 only).
+        log: where the one-line epoch summaries go (None: nowhere).
+
+    Returns:
+        {"train_loss", "train_acc", "test_loss", "test_acc", "epoch_seconds", "images_per_s"}:
+        one float per epoch each (test entries are nan without test_data).
+    """
+    check_dataset(*train_data, "training set")
+    if test_data is not None:
+        check_dataset(*test_data, "test set")
+    rank, _ = _dist()
+    log = log if rank == 0 else None
+    history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
+    first = 0
+    if resume and checkpoint is not None and Path(checkpoint).is_file():
+        state = load_checkpoint(checkpoint, model, optimizer, scheduler, generator)
+        first, history = state["epoch"], state["history"]
+        if log:
+            log(f"resumed from {checkpoint} after epoch {first}/{epochs}")
+    for epoch in range(first, epochs):
+        stats = train_epoch(
+            model, optimizer, *train_data, batch_size, generator, scheduler, prepare, augment,
+            bf16, channels_last, drop_last, max_steps, progress, desc=f"epoch {epoch + 1}/{epochs}",
+        )
+        test_loss, test_acc = math.nan, math.nan
+        if test_data is not None:
+            test_loss, test_acc = evaluate(model, *test_data, eval_batch_size, prepare, bf16, channels_last)
+        for key, value in zip(HISTORY_KEYS, (stats["loss"], stats["acc"], test_loss, test_acc, stats["seconds"], stats["images_per_s"])):
+            history[key].append(value)
+        if log:
+            log(
+                f"epoch {epoch + 1:>3}/{epochs}  train loss {stats['loss']:.4f} acc {stats['acc']:.2%}  "
+                f"test loss {test_loss:.4f} acc {test_acc:.2%}  {stats['seconds']:.1f}s  {stats['images_per_s']:,.0f} img/s"
+            )
+        if checkpoint is not None and rank == 0:
+            save_checkpoint(checkpoint, model, optimizer, scheduler, generator, epoch + 1, history, extra)
+        if target_acc is not None and test_acc >= target_acc:
+            break
+    return history
