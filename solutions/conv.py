@@ -287,7 +287,8 @@ def conv2d(
     # HINT: F.unfold(x, (kH, kW), dilation=..., stride=...) returns (N, C_in*kH*kW, H_out*W_out):
     # HINT: one column per output position; a weight matrix (C_out, C_in*kH*kW) then does the rest.
     # HINT: with groups, view both as (..., groups, ...) and let matmul broadcast over the groups.
-    N, C_in = x.shape[:2]
+    # HINT: unfold pads evenly by itself; only an uneven "same" padding needs F.pad first.
+    N = x.shape[0]
     C_out, kH, kW = w.shape[0], w.shape[2], w.shape[3]
     if padding == "same":
         total_h, total_w = dilation[0] * (kH - 1), dilation[1] * (kW - 1)
@@ -295,8 +296,10 @@ def conv2d(
         bottom, right = total_h - top, total_w - left
     else:
         (top, left), (bottom, right) = padding, padding
-    x = F.pad(x, (left, right, top, bottom))  # (N, C_in, H_pad, W_pad)
-    cols = F.unfold(x, (kH, kW), dilation=dilation, stride=stride)  # (N, C_in*kH*kW, H_out*W_out)
+    if (top, left) != (bottom, right):  # uneven (even kernel, "same"): pad by hand, then unfold without padding
+        x = F.pad(x, (left, right, top, bottom))  # (N, C_in, H + top + bottom, W + left + right)
+        top = left = 0
+    cols = F.unfold(x, (kH, kW), dilation=dilation, padding=(top, left), stride=stride)  # (N, C_in*kH*kW, H_out*W_out)
     cols = cols.view(N, groups, -1, H_out * W_out)  # (N, G, C_in/G*kH*kW, L)
     kernels = w.reshape(groups, C_out // groups, -1)  # (G, C_out/G, C_in/G*kH*kW)
     out = kernels @ cols  # (G, C_out/G, C_in/G*kH*kW) @ (N, G, C_in/G*kH*kW, L) -> (N, G, C_out/G, L)
@@ -337,8 +340,8 @@ def conv2d_backward(
     stride, padding, dilation, out_shape = _check_conv("conv2d_backward", x, w, None, stride, padding, dilation, groups, spatial=2)
     _check_grad_output("conv2d_backward", dout, (x.shape[0], w.shape[0], *out_shape))
     # BEGIN SOLUTION 2.5: Backward pass of the 2D convolution
-    # HINT: recompute the columns as in conv2d; F.fold is the adjoint of F.unfold (it sums overlaps).
-    # HINT: pad x explicitly so that "same" (possibly uneven) padding needs no special case; crop dx at the end.
+    # HINT: recompute the columns as in conv2d; F.fold is the adjoint of F.unfold (it sums overlaps,
+    # HINT: and given the same padding it drops the gradient that fell on the padding).
     N, C_in, H, W = x.shape
     C_out, kH, kW = w.shape[0], w.shape[2], w.shape[3]
     if padding == "same":
@@ -347,18 +350,22 @@ def conv2d_backward(
         pad_bottom, pad_right = pad_h - pad_top, pad_w - pad_left
     else:
         (pad_top, pad_left), (pad_bottom, pad_right) = padding, padding
-    x_pad = F.pad(x, (pad_left, pad_right, pad_top, pad_bottom))  # (N, C_in, H_pad, W_pad)
+    uneven = (pad_top, pad_left) != (pad_bottom, pad_right)
+    if uneven:  # pad by hand, unfold and fold without padding, crop at the end
+        x = F.pad(x, (pad_left, pad_right, pad_top, pad_bottom))  # (N, C_in, H_pad, W_pad)
+    even_padding = (0, 0) if uneven else (pad_top, pad_left)
     L = dout.shape[2] * dout.shape[3]
-    cols = F.unfold(x_pad, (kH, kW), dilation=dilation, stride=stride)  # (N, C_in*kH*kW, L)
+    cols = F.unfold(x, (kH, kW), dilation=dilation, padding=even_padding, stride=stride)  # (N, C_in*kH*kW, L)
     cols = cols.view(N, groups, -1, L)  # (N, G, C_in/G*kH*kW, L)
     grad = dout.reshape(N, groups, C_out // groups, L)  # (N, G, C_out/G, L)
     w_mat = w.reshape(groups, C_out // groups, -1)  # (G, C_out/G, C_in/G*kH*kW)
-    dw = torch.einsum("ngol,ngkl->gok", grad, cols)  # (G, C_out/G, C_in/G*kH*kW), summed over n and l
+    dw = (grad @ cols.transpose(2, 3)).sum(dim=0)  # (N, G, C_out/G, L) @ (N, G, L, C_in/G*kH*kW) -> (G, C_out/G, C_in/G*kH*kW)
     dw = dw.reshape(w.shape)  # (C_out, C_in/G, kH, kW)
     dcols = w_mat.transpose(1, 2) @ grad  # (G, C_in/G*kH*kW, C_out/G) @ (N, G, C_out/G, L) -> (N, G, C_in/G*kH*kW, L)
     dcols = dcols.reshape(N, C_in * kH * kW, L)  # (N, C_in*kH*kW, L)
-    dx_pad = F.fold(dcols, x_pad.shape[2:], (kH, kW), dilation=dilation, stride=stride)  # (N, C_in, H_pad, W_pad)
-    dx = dx_pad[:, :, pad_top : pad_top + H, pad_left : pad_left + W]  # (N, C_in, H, W)
+    dx = F.fold(dcols, x.shape[2:], (kH, kW), dilation=dilation, padding=even_padding, stride=stride)  # (N, C_in, H or H_pad, W or W_pad)
+    if uneven:
+        dx = dx[:, :, pad_top : pad_top + H, pad_left : pad_left + W]  # (N, C_in, H, W)
     db = dout.sum(dim=(0, 2, 3))  # (C_out,)
     return dx, dw, db
     # END SOLUTION
