@@ -28,7 +28,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -193,7 +193,6 @@ def _to_model_input(x: Tensor, prepare: Prepare | None, channels_last: bool) -> 
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-@torch.no_grad()
 def evaluate(
     model: nn.Module,
     images: Tensor,
@@ -222,23 +221,9 @@ def evaluate(
     """
     check_dataset(images, labels, "evaluate")
     rank, world_size = _dist()
-    was_training = model.training
-    model.eval()
-    totals = torch.zeros(3, dtype=torch.float64, device=images.device)  # loss sum, correct, count
-    for index in batch_indices(len(labels), batch_size, shuffle=False, rank=rank, world_size=world_size):
-        index = index.to(images.device)
-        x = _to_model_input(images[index], prepare, channels_last)  # (B, C, H, W)
-        y = labels[index]  # (B,)
-        with _autocast(images.device, bf16):
-            logits = model(x)  # (B, num_classes)
-        totals[0] += F.cross_entropy(logits.float(), y, reduction="sum")
-        totals[1] += (logits.argmax(1) == y).sum()
-        totals[2] += len(y)
-    if world_size > 1:
-        torch.distributed.all_reduce(totals)
-    model.train(was_training)
-    loss, correct, count = totals.tolist()
-    return loss / count, correct / count
+    share = torch.arange(rank, len(labels), world_size, device=images.device)  # this process's indices, none left out
+    batches = ((images[i], labels[i]) for i in share.split(batch_size))  # (B, C, H, W), (B,)
+    return evaluate_batches(model, batches, prepare, bf16, channels_last)
 
 
 def train_epoch(
@@ -276,21 +261,46 @@ def train_epoch(
     """
     check_dataset(images, labels, "training set")
     rank, world_size = _dist()
-    device = images.device
-    model.train()
     total = steps_per_epoch(len(labels), batch_size, drop_last, world_size)
     total = min(total, max_steps) if max_steps is not None else total
+    indices = batch_indices(len(labels), batch_size, generator, True, drop_last, rank, world_size)
+    device = images.device
+    batches = ((images[i], labels[i]) for i in (index.to(device, non_blocking=True) for index in indices))  # (B, C, H, W), (B,)
+    return run_epoch(model, optimizer, batches, total, generator, scheduler, prepare, augment, bf16, channels_last, progress, desc)
+
+
+def run_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    total: int,
+    generator: torch.Generator,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    prepare: Prepare | None = None,
+    augment: Augment | None = None,
+    bf16: bool = False,
+    channels_last: bool = False,
+    progress: bool = True,
+    desc: str = "train",
+) -> dict[str, float]:
+    """Train on `total` batches from any iterable of (images (B, C, H, W), labels (B,)) pairs.
+
+    `train_epoch` feeds it slices of tensors in memory; a recipe with a DataLoader (images
+    read from disk) feeds it the loader. Batches are moved to the model's device.
+    """
+    rank, world_size = _dist()
+    device = next(unwrap(model).parameters()).device
+    model.train()
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
     bar = tqdm(total=total, desc=desc, unit="step", leave=False, disable=not progress or rank != 0, dynamic_ncols=True)
     start = time.perf_counter()
-    for step, index in enumerate(batch_indices(len(labels), batch_size, generator, True, drop_last, rank, world_size)):
+    for step, (x, y) in enumerate(batches):
         if step == total:
             break
-        index = index.to(device, non_blocking=True)
-        x = _to_model_input(images[index], prepare, channels_last)  # (B, C, H, W)
+        x = _to_model_input(x.to(device, non_blocking=True), prepare, channels_last)  # (B, C, H, W)
         if augment is not None:
             x = augment(x, generator)  # (B, C, H, W)
-        y = labels[index]  # (B,)
+        y = y.to(device, non_blocking=True)  # (B,)
         with _autocast(device, bf16):
             logits = model(x)  # (B, num_classes)
             loss = F.cross_entropy(logits.float(), y)
@@ -313,7 +323,42 @@ def train_epoch(
         torch.distributed.all_reduce(totals)
     loss_sum, correct, count = totals.tolist()  # waits for the device: the time below is honest
     seconds = time.perf_counter() - start
+    count = max(count, 1)
     return {"loss": loss_sum / count, "acc": correct / count, "images": count, "seconds": seconds, "images_per_s": count / seconds}
+
+
+@torch.no_grad()
+def evaluate_batches(
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    prepare: Prepare | None = None,
+    bf16: bool = False,
+    channels_last: bool = False,
+) -> tuple[float, float]:
+    """Mean loss and accuracy over any iterable of (images, labels) batches (e.g. a DataLoader).
+
+    In a distributed run the sums are all-reduced: give each process its own shard.
+    """
+    _, world_size = _dist()
+    device = next(unwrap(model).parameters()).device
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module  # no gradients, nothing to synchronise; ranks may run different batch counts
+    was_training = model.training
+    model.eval()
+    totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
+    for x, y in batches:
+        x = _to_model_input(x.to(device, non_blocking=True), prepare, channels_last)  # (B, C, H, W)
+        y = y.to(device, non_blocking=True)  # (B,)
+        with _autocast(device, bf16):
+            logits = model(x)  # (B, num_classes)
+        totals[0] += F.cross_entropy(logits.float(), y, reduction="sum")
+        totals[1] += (logits.argmax(1) == y).sum()
+        totals[2] += len(y)
+    if world_size > 1:
+        torch.distributed.all_reduce(totals)
+    model.train(was_training)
+    loss, correct, count = totals.tolist()
+    return loss / max(count, 1), correct / max(count, 1)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -418,8 +463,8 @@ def load_checkpoint(
 def fit(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    train_data: tuple[Tensor, Tensor],
-    test_data: tuple[Tensor, Tensor] | None,
+    train_data: tuple[Tensor, Tensor] | Iterable[tuple[Tensor, Tensor]],
+    test_data: tuple[Tensor, Tensor] | Iterable[tuple[Tensor, Tensor]] | None,
     epochs: int,
     batch_size: int,
     generator: torch.Generator,
@@ -444,10 +489,12 @@ def fit(
         model: maps (B, C, H, W) floats to (B, num_classes) logits; already on the data's
             device (and wrapped in DDP for distributed runs).
         optimizer, scheduler: the scheduler is stepped after every batch.
-        train_data: (images (N, C, H, W), labels (N,)) on the model's device.
+        train_data: (images (N, C, H, W), labels (N,)) on the model's device; or a DataLoader
+            of (images, labels) batches for datasets read from disk (it shuffles and shards
+            itself; resuming is then exact only if its workers' randomness is).
         test_data: the same for evaluation after every epoch, or None.
         epochs: total epochs of the run (a resumed run counts the epochs already done).
-        batch_size: images per step per process.
+        batch_size: images per step per process (in-memory data).
         generator: seeded CPU generator; drives shuffling and augmentation.
         prepare, augment: batch callbacks, see `train_epoch`.
         bf16, channels_last: bf16 autocast and channels_last inputs (use on CUDA).
@@ -463,8 +510,10 @@ def fit(
         {"train_loss", "train_acc", "test_loss", "test_acc", "epoch_seconds", "images_per_s"}:
         one float per epoch each (test entries are nan without test_data).
     """
-    check_dataset(*train_data, "training set")
-    if test_data is not None:
+    in_memory = isinstance(train_data, (tuple, list))
+    if in_memory:
+        check_dataset(*train_data, "training set")
+    if isinstance(test_data, (tuple, list)):
         check_dataset(*test_data, "test set")
     rank, _ = _dist()
     log = log if rank == 0 else None
@@ -476,19 +525,29 @@ def fit(
         if log:
             log(f"resumed from {checkpoint} after epoch {first}/{epochs}")
     for epoch in range(first, epochs):
-        stats = train_epoch(
-            model, optimizer, *train_data, batch_size, generator, scheduler, prepare, augment,
-            bf16, channels_last, drop_last, max_steps, progress, desc=f"epoch {epoch + 1}/{epochs}",
-        )
+        desc = f"epoch {epoch + 1}/{epochs}"
+        if in_memory:
+            stats = train_epoch(
+                model, optimizer, *train_data, batch_size, generator, scheduler, prepare, augment,
+                bf16, channels_last, drop_last, max_steps, progress, desc,
+            )
+        else:  # a DataLoader: its own batch size, shuffling and (DistributedSampler) sharding
+            if hasattr(getattr(train_data, "sampler", None), "set_epoch"):
+                train_data.sampler.set_epoch(epoch)  # a new shuffle every epoch, the same on every rank
+            total = min(len(train_data), max_steps) if max_steps is not None else len(train_data)
+            stats = run_epoch(model, optimizer, train_data, total, generator, scheduler, prepare, augment, bf16, channels_last, progress, desc)
         test_loss, test_acc = math.nan, math.nan
-        if test_data is not None:
+        if isinstance(test_data, (tuple, list)):
             test_loss, test_acc = evaluate(model, *test_data, eval_batch_size, prepare, bf16, channels_last)
+        elif test_data is not None:
+            test_loss, test_acc = evaluate_batches(model, test_data, prepare, bf16, channels_last)
         for key, value in zip(HISTORY_KEYS, (stats["loss"], stats["acc"], test_loss, test_acc, stats["seconds"], stats["images_per_s"])):
             history[key].append(value)
         if log:
+            tested = f"test loss {test_loss:.4f} acc {test_acc:.2%}  " if test_data is not None else ""
             log(
                 f"epoch {epoch + 1:>3}/{epochs}  train loss {stats['loss']:.4f} acc {stats['acc']:.2%}  "
-                f"test loss {test_loss:.4f} acc {test_acc:.2%}  {stats['seconds']:.1f}s  {stats['images_per_s']:,.0f} img/s"
+                f"{tested}{stats['seconds']:.1f}s  {stats['images_per_s']:,.0f} img/s"
             )
         if checkpoint is not None and rank == 0:
             save_checkpoint(checkpoint, model, optimizer, scheduler, generator, epoch + 1, history, extra)

@@ -1,0 +1,242 @@
+"""`python -m labs train alexnet`: AlexNet (Krizhevsky et al. 2012, exercise 4.1) on a GPU.
+
+Data (--data):
+    cifar10      CIFAR-10 through torchvision (downloaded when missing), held on the GPU as
+                 uint8; each batch is normalised, randomly cropped (4-pixel shifts at 32x32)
+                 and flipped, then resized to --image-size on the GPU. No DataLoader.
+    imagefolder  any torchvision ImageFolder tree (--data-dir DIR, with DIR/train and
+                 DIR/val, or class folders directly in DIR), e.g. an ImageNet subset: worker
+                 processes decode and crop (RandomResizedCrop + flip), pinned memory, and
+                 non-blocking copies keep the GPU busy.
+    synthetic    random images and labels already on the device: for benchmarking and tests.
+
+Speed switches, on by default on CUDA: bf16 autocast (--bf16), channels_last (--channels-last);
+--compile wraps the model in torch.compile (a minute of compilation first, faster after).
+Optimizer: SGD with momentum 0.9 and weight decay 5e-4 as in the paper, with a one-cycle
+schedule instead of the paper's manual learning-rate drops.
+
+Without a GPU the recipe runs a small configuration (32x32 inputs, AlexNet(small_inputs=True),
+a few steps) and says so: enough to see it work, not to train.
+
+    python -m labs train alexnet --data cifar10                     # one GPU
+    python -m labs train alexnet --data imagefolder --data-dir /data/imagenet-100 --image-size 227 --compile
+    python -m labs train alexnet --data synthetic --max-steps 50    # throughput only
+    torchrun --standalone --nproc_per_node=gpu -m labs train alexnet --data cifar10     # every GPU of this machine
+
+Several GPUs and several machines: see `labs.provided.distributed`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from labs.provided import distributed, training
+from labs.provided.data import DataError, load_cifar10
+from labs.provided.device import describe, pick_device
+from labs.provided.recipes.common import apply_data_dir, recipe_parser
+from labs.provided.seeding import seed_everything
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CPU_IMAGE_SIZE, CPU_STEPS, CPU_BATCH = 32, 5, 16  # the small configuration for machines without a GPU
+GPU_EPOCHS, GPU_BATCH = 30, 256
+
+
+def normalizer(mean: tuple[float, ...], std: tuple[float, ...], size: int | None = None):
+    """A `prepare` callback: uint8 (B, 3, h, w) -> normalised float (B, 3, size, size), resized on the device."""
+
+    def prepare(images: Tensor) -> Tensor:
+        x = images.float() / 255 if images.dtype == torch.uint8 else images.float()  # (B, 3, h, w) in [0, 1]
+        m = x.new_tensor(mean)[None, :, None, None]  # (1, 3, 1, 1) broadcasts over (B, 3, h, w)
+        s = x.new_tensor(std)[None, :, None, None]  # (1, 3, 1, 1)
+        x = (x - m) / s
+        if size is not None and tuple(x.shape[2:]) != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)  # (B, 3, size, size)
+        return x
+
+    return prepare
+
+
+def crop_and_flip(max_shift: int):
+    """An `augment` callback: random shifts of up to `max_shift` pixels (zero = mean colour) and flips."""
+
+    def augment(x: Tensor, generator: torch.Generator) -> Tensor:
+        return training.random_flip(training.random_shift(x, max_shift, generator), generator)  # (B, 3, S, S)
+
+    return augment
+
+
+def synthetic_data(n: int, size: int, num_classes: int, device: torch.device, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Random uint8 images (n, 3, size, size) and labels (n,) made on `device` (for benchmarks and tests)."""
+    images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=generator).to(device)  # (n, 3, size, size)
+    labels = torch.randint(0, num_classes, (n,), generator=generator).to(device)  # (n,)
+    return images, labels
+
+
+def imagefolder_loaders(root: Path, size: int, batch_size: int, workers: int, context: distributed.Context):
+    """(train loader, test loader or None) for an ImageFolder tree; uint8 batches, normalised on the GPU."""
+    from torch.utils.data import DataLoader, DistributedSampler
+    from torchvision import datasets, transforms
+
+    train_dir = root / "train" if (root / "train").is_dir() else root
+    val_dir = root / "val" if (root / "val").is_dir() else None
+    if not train_dir.is_dir():
+        raise DataError(f"no image folder at {root}: expected class sub-folders (DIR/<class>/*.jpg) or DIR/train and DIR/val")
+    to_uint8 = transforms.PILToTensor()  # (3, h, w) uint8: 4x less to copy than float; normalised on the GPU
+    train_set = datasets.ImageFolder(
+        str(train_dir),
+        transforms.Compose([transforms.RandomResizedCrop(size, antialias=True), transforms.RandomHorizontalFlip(), to_uint8]),
+    )
+    pin = context.device.type == "cuda"
+
+    def loader(dataset, shuffle: bool) -> DataLoader:
+        sampler = DistributedSampler(dataset, shuffle=shuffle) if context.distributed else None
+        return DataLoader(
+            dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler, num_workers=workers,
+            pin_memory=pin, drop_last=shuffle, persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
+        )
+
+    test = None
+    if val_dir is not None:
+        resize = transforms.Compose([transforms.Resize(int(size * 256 / 224), antialias=True), transforms.CenterCrop(size), to_uint8])
+        test = loader(datasets.ImageFolder(str(val_dir), resize), shuffle=False)
+    return loader(train_set, shuffle=True), test, len(train_set.classes)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = recipe_parser("alexnet", "Train AlexNet (CIFAR-10, an ImageFolder tree, or synthetic data).", epochs=GPU_EPOCHS, batch_size=GPU_BATCH, lr=0.02)
+    parser.set_defaults(epochs=None, batch_size=None)  # chosen below: the small configuration on CPU
+    parser._option_string_actions["--epochs"].help = f"passes over the training set (default: {GPU_EPOCHS} on CUDA, 1 on CPU or --fast)"
+    parser._option_string_actions["--batch-size"].help = f"images per step per process (default: {GPU_BATCH} on CUDA, {CPU_BATCH} on CPU or --fast)"
+    parser.add_argument("--data", choices=("cifar10", "imagefolder", "synthetic"), default="cifar10", help="dataset (default: cifar10)")
+    parser.add_argument("--image-size", type=int, default=None, help="side of the model's input (default: 64 for cifar10, 227 otherwise; 32 on CPU)")
+    parser.add_argument("--small-inputs", action=argparse.BooleanOptionalAction, default=None, help="AlexNet(small_inputs=True): conv1 stride 2 (default: on below 100 pixels)")
+    parser.add_argument("--groups", type=int, default=2, help="towers, as the paper's two GPUs (default: 2)")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on for CUDA)")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, help="channels_last layout (default: on for CUDA)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--max-steps", type=int, default=None, help="at most this many steps per epoch (default: all; CPU: 5)")
+    parser.add_argument("--synthetic-size", type=int, default=4096, help="images in the synthetic set (default: 4096)")
+    parser.add_argument("--workers", type=int, default=8, help="DataLoader workers for imagefolder (default: 8)")
+    parser.add_argument("--checkpoint", default="runs/alexnet.pt", help="checkpoint file (default: runs/alexnet.pt; 'none' to skip)")
+    parser.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
+    parser.add_argument("--out", default="runs", help="folder for the training-curves PNG (default: runs)")
+    parser.add_argument("--save-rank-state", metavar="PATTERN", default=None, help="every process saves its final weights to PATTERN.format(rank=R) (DDP checks)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    apply_data_dir(args)
+    try:
+        device = pick_device(args.device)
+        context = distributed.setup(device)
+    except (ValueError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        return _train(args, context)
+    finally:
+        distributed.cleanup()
+
+
+def _train(args: argparse.Namespace, context: distributed.Context) -> int:
+    device = context.device
+    say = print if context.is_main else (lambda *a, **k: None)
+    cuda = device.type == "cuda"
+    small = args.fast or not cuda  # the small configuration: CPU, or --fast / LABS_FAST=1
+    if not cuda:
+        say(
+            f"No CUDA GPU in use ({describe(device)}): running a small CPU configuration "
+            f"({args.image_size or CPU_IMAGE_SIZE}x{args.image_size or CPU_IMAGE_SIZE} inputs, at most "
+            f"{args.max_steps or CPU_STEPS} steps, batch {args.batch_size or CPU_BATCH}) to show that everything runs. "
+            "Train for real on a GPU."
+        )
+    image_size = args.image_size or (CPU_IMAGE_SIZE if not cuda else 64 if args.data == "cifar10" else 227)
+    max_steps = args.max_steps if args.max_steps is not None else (CPU_STEPS if small else None)
+    batch_size = args.batch_size or (CPU_BATCH if small else GPU_BATCH)
+    epochs = args.epochs or (1 if small else GPU_EPOCHS)
+    small_inputs = image_size < 100 if args.small_inputs is None else args.small_inputs
+    bf16 = cuda if args.bf16 is None else args.bf16
+    channels_last = cuda if args.channels_last is None else args.channels_last
+
+    generator = seed_everything(args.seed)
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    augment, test_data, eval_batch = None, None, 512
+    try:
+        if args.data == "cifar10":
+            X_train, y_train = load_cifar10(train=True, download=context.is_main)
+            X_test, y_test = load_cifar10(train=False, download=False)
+            if small:
+                X_train, y_train, X_test, y_test = X_train[:2048], y_train[:2048], X_test[:512], y_test[:512]
+            train_data = (X_train.to(device), y_train.to(device))  # (50000, 3, 32, 32) uint8 on the GPU: 150 MB
+            test_data = (X_test.to(device), y_test.to(device))
+            prepare = normalizer(CIFAR_MEAN, CIFAR_STD, image_size)
+            augment = crop_and_flip(max(1, 4 * image_size // 32))  # RandomCrop(32, padding=4), at the model's scale
+            num_classes = 10
+        elif args.data == "synthetic":
+            num_classes = 10
+            train_data = synthetic_data(min(args.synthetic_size, 256) if small else args.synthetic_size, image_size, num_classes, device, generator)
+            prepare = normalizer(IMAGENET_MEAN, IMAGENET_STD)
+        else:
+            if not args.data_dir:
+                say("error: --data imagefolder needs --data-dir DIR (class folders, or DIR/train and DIR/val)", file=sys.stderr)
+                return 2
+            train_data, test_data, num_classes = imagefolder_loaders(Path(args.data_dir), image_size, batch_size, args.workers, context)
+            prepare = normalizer(IMAGENET_MEAN, IMAGENET_STD)
+    except DataError as error:
+        say(f"error: {error}", file=sys.stderr)
+        return 1
+
+    from labs import models  # the exercise module: yours, or the reference with LABS_IMPL=solutions
+
+    net = models.AlexNet(num_classes=num_classes, groups=args.groups, small_inputs=small_inputs).to(device)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    net = distributed.wrap(net, context)
+    model = torch.compile(net) if args.compile else net
+    optimizer = torch.optim.SGD(net.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    if isinstance(train_data, tuple):
+        steps = training.steps_per_epoch(len(train_data[1]), batch_size, drop_last=True, world_size=context.world_size)
+    else:
+        steps = len(train_data)
+    steps = min(steps, max_steps) if max_steps is not None else steps
+    scheduler = training.one_cycle(optimizer, args.lr, epochs, steps)
+
+    say(
+        f"AlexNet ({models.count_parameters(training.unwrap(net)):,} parameters, groups={args.groups}, small_inputs={small_inputs}) "
+        f"on {describe(device)} x {context.world_size} process(es); data {args.data} at {image_size}x{image_size}; "
+        f"{epochs} epoch(s) of {steps} steps, batch {batch_size} per process; bf16={bf16}, channels_last={channels_last}, "
+        f"compile={args.compile}" + ("  [fast mode]" if args.fast else "")
+    )
+    checkpoint = None if args.checkpoint.lower() == "none" else args.checkpoint
+    history = training.fit(
+        model, optimizer, train_data, test_data, epochs, batch_size, generator, scheduler, prepare, augment,
+        bf16, channels_last, drop_last=True, max_steps=max_steps, eval_batch_size=eval_batch, checkpoint=checkpoint,
+        resume=args.resume, extra={"recipe": "alexnet", "args": vars(args)}, progress=args.progress,
+    )
+    say(f"training throughput: {history['images_per_s'][-1]:,.0f} images/s (last epoch, all processes)")
+    if test_data is not None:
+        say(f"test accuracy: {history['test_acc'][-1]:.2%}")
+    if args.save_rank_state:
+        path = Path(args.save_rank_state.format(rank=context.rank))
+        training.atomic_save({name: value.cpu() for name, value in training.unwrap(net).state_dict().items()}, path)
+    if context.is_main and test_data is not None:
+        from labs.provided.recipes.lenet import save_curves
+
+        save_curves(history, Path(args.out) / "alexnet-curves.png", f"AlexNet on {args.data}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
