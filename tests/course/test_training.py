@@ -173,6 +173,7 @@ def test_lenet_recipe_says_how_to_fetch_missing_mnist(tmp_path, capsys, monkeypa
     import labs.provided.data as data
 
     monkeypatch.setattr(data, "_download", lambda name, root: None)  # no network in the test: nothing arrives
+    monkeypatch.setenv("LABS_DATA_DIR", str(tmp_path / "empty"))  # restored after the test (the recipe sets it from --data-dir)
     code = lenet.main(["--data-dir", str(tmp_path / "empty"), "--no-progress", "--device", "cpu"])
     assert code == 1
     assert "python -m labs download mnist" in capsys.readouterr().err
