@@ -1,0 +1,23 @@
+"""Wrong implementations of labs 3 and 4 (solutions/models.py) that the graded tests must catch.
+
+Each edit breaks one exercise, and tests/test_models.py must take points from that exercise only.
+"""
+
+from tests.course.mutation import WrongImplementation
+
+WRONG = [
+    WrongImplementation(
+        name="LeNet5 forgets the activation after C5",
+        exercise="3.1",
+        module="models",
+        old="x = self.act5(x)  # (N, 120, 1, 1)",
+        new="x = x  # (N, 120, 1, 1): no activation (wrong)",
+    ),
+    WrongImplementation(
+        name="AlexNet normalises conv2's maps across both towers (one LRN over all 256 channels)",
+        exercise="4.1",
+        module="models",
+        old="self.norm2 = TowerLocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0, groups=groups)",
+        new="self.norm2 = TowerLocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0, groups=1)",
+    ),
+]
