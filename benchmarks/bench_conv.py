@@ -3,6 +3,7 @@
     python benchmarks/bench_conv.py                 # CPU, and CUDA when there is a GPU
     python benchmarks/bench_conv.py --quick         # a smoke test: small batches, few repeats, not saved
     python benchmarks/bench_conv.py --impl labs     # time your own labs/conv.py
+    python benchmarks/bench_conv.py --threads 1     # on a machine busy with other work
 
 For every layer shape of LeNet-5 (LeCun et al., 1998) and AlexNet (Krizhevsky et al., 2012),
 one step is a forward plus a backward pass: `conv2d` then `conv2d_backward` for ours,
@@ -194,9 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=("all", "cpu", "cuda"), default="all", help="default: CPU, and CUDA when available")
     parser.add_argument("--impl", choices=("labs", "solutions"), default="solutions", help="whose conv.py to time (default: solutions)")
     parser.add_argument("--repeats", type=int, default=None, help="timed repetitions per layer (default 15, quick 3)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's own choice)")
     parser.add_argument("--out", type=Path, default=None, help=f"folder for conv-<device>.json (default {RESULTS_DIR.relative_to(REPO_ROOT)})")
     args = parser.parse_args(argv)
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     os.environ["LABS_IMPL"] = args.impl
     import labs
 

@@ -262,7 +262,7 @@ def conv2d(
     dilation: IntOrPair = 1,
     groups: int = 1,
 ) -> Tensor:
-    """2D convolution (cross-correlation), vectorized: unfold the patches, then one matmul.
+    """2D convolution (cross-correlation), vectorized: unfold the windows, then one matmul.
 
     out[n, o, i, j] = b[o] + sum_{c, k, l} w[o, c, k, l] * x_pad[n, g*C_in/G + c, i*sH + k*dH, j*sW + l*dW]
     where g = o // (C_out / G) is the group of output channel o: with groups G, input and
@@ -284,23 +284,25 @@ def conv2d(
     """
     stride, padding, dilation, (H_out, W_out) = _check_conv("conv2d", x, w, b, stride, padding, dilation, groups, spatial=2)
     # BEGIN SOLUTION 2.4: Vectorized 2D convolution (unfold + matmul)
-    # HINT: F.unfold(x, (kH, kW), dilation=..., stride=...) returns (N, C_in*kH*kW, H_out*W_out):
-    # HINT: one column per output position; a weight matrix (C_out, C_in*kH*kW) then does the rest.
+    # HINT: x.unfold(2, size, step).unfold(3, size, step) views every window at once, without copying;
+    # HINT: with dilation d, take windows d*(k-1)+1 wide and keep every d-th tap.
+    # HINT: reshape the windows into columns (N, C_in*kH*kW, H_out*W_out), one per output position
+    # HINT: (F.unfold builds the same columns); a weight matrix (C_out, C_in*kH*kW) then does the rest.
     # HINT: with groups, view both as (..., groups, ...) and let matmul broadcast over the groups.
-    # HINT: unfold pads evenly by itself; only an uneven "same" padding needs F.pad first.
     N = x.shape[0]
     C_out, kH, kW = w.shape[0], w.shape[2], w.shape[3]
+    (sH, sW), (dH, dW) = stride, dilation
     if padding == "same":
-        total_h, total_w = dilation[0] * (kH - 1), dilation[1] * (kW - 1)
+        total_h, total_w = dH * (kH - 1), dW * (kW - 1)
         top, left = total_h // 2, total_w // 2
         bottom, right = total_h - top, total_w - left
     else:
         (top, left), (bottom, right) = padding, padding
-    if (top, left) != (bottom, right):  # uneven (even kernel, "same"): pad by hand, then unfold without padding
-        x = F.pad(x, (left, right, top, bottom))  # (N, C_in, H + top + bottom, W + left + right)
-        top = left = 0
-    cols = F.unfold(x, (kH, kW), dilation=dilation, padding=(top, left), stride=stride)  # (N, C_in*kH*kW, H_out*W_out)
-    cols = cols.view(N, groups, -1, H_out * W_out)  # (N, G, C_in/G*kH*kW, L)
+    x = F.pad(x, (left, right, top, bottom))  # (N, C_in, H_pad, W_pad)
+    windows = x.unfold(2, dH * (kH - 1) + 1, sH).unfold(3, dW * (kW - 1) + 1, sW)  # (N, C_in, H_out, W_out, reach_h, reach_w), a view
+    windows = windows[..., ::dH, ::dW]  # (N, C_in, H_out, W_out, kH, kW): the taps the kernel touches
+    cols = windows.permute(0, 1, 4, 5, 2, 3)  # (N, C_in, kH, kW, H_out, W_out)
+    cols = cols.reshape(N, groups, -1, H_out * W_out)  # (N, G, C_in/G*kH*kW, L), the one copy
     kernels = w.reshape(groups, C_out // groups, -1)  # (G, C_out/G, C_in/G*kH*kW)
     out = kernels @ cols  # (G, C_out/G, C_in/G*kH*kW) @ (N, G, C_in/G*kH*kW, L) -> (N, G, C_out/G, L)
     out = out.view(N, C_out, H_out, W_out)  # (N, C_out, H_out, W_out)
@@ -340,32 +342,30 @@ def conv2d_backward(
     stride, padding, dilation, out_shape = _check_conv("conv2d_backward", x, w, None, stride, padding, dilation, groups, spatial=2)
     _check_grad_output("conv2d_backward", dout, (x.shape[0], w.shape[0], *out_shape))
     # BEGIN SOLUTION 2.5: Backward pass of the 2D convolution
-    # HINT: recompute the columns as in conv2d; F.fold is the adjoint of F.unfold (it sums overlaps,
-    # HINT: and given the same padding it drops the gradient that fell on the padding).
+    # HINT: recompute the columns as in conv2d. F.fold is the adjoint of F.unfold: it adds each
+    # HINT: column entry back onto the pixel it came from, summing where windows overlap.
+    # HINT: fold onto the padded image, then crop the padding away.
     N, C_in, H, W = x.shape
     C_out, kH, kW = w.shape[0], w.shape[2], w.shape[3]
+    (sH, sW), (dH, dW) = stride, dilation
     if padding == "same":
-        pad_h, pad_w = dilation[0] * (kH - 1), dilation[1] * (kW - 1)
+        pad_h, pad_w = dH * (kH - 1), dW * (kW - 1)
         pad_top, pad_left = pad_h // 2, pad_w // 2
         pad_bottom, pad_right = pad_h - pad_top, pad_w - pad_left
     else:
         (pad_top, pad_left), (pad_bottom, pad_right) = padding, padding
-    uneven = (pad_top, pad_left) != (pad_bottom, pad_right)
-    if uneven:  # pad by hand, unfold and fold without padding, crop at the end
-        x = F.pad(x, (pad_left, pad_right, pad_top, pad_bottom))  # (N, C_in, H_pad, W_pad)
-    even_padding = (0, 0) if uneven else (pad_top, pad_left)
+    x_pad = F.pad(x, (pad_left, pad_right, pad_top, pad_bottom))  # (N, C_in, H_pad, W_pad)
     L = dout.shape[2] * dout.shape[3]
-    cols = F.unfold(x, (kH, kW), dilation=dilation, padding=even_padding, stride=stride)  # (N, C_in*kH*kW, L)
-    cols = cols.view(N, groups, -1, L)  # (N, G, C_in/G*kH*kW, L)
+    windows = x_pad.unfold(2, dH * (kH - 1) + 1, sH).unfold(3, dW * (kW - 1) + 1, sW)[..., ::dH, ::dW]  # (N, C_in, H_out, W_out, kH, kW)
+    cols = windows.permute(0, 1, 4, 5, 2, 3).reshape(N, groups, -1, L)  # (N, G, C_in/G*kH*kW, L)
     grad = dout.reshape(N, groups, C_out // groups, L)  # (N, G, C_out/G, L)
     w_mat = w.reshape(groups, C_out // groups, -1)  # (G, C_out/G, C_in/G*kH*kW)
     dw = (grad @ cols.transpose(2, 3)).sum(dim=0)  # (N, G, C_out/G, L) @ (N, G, L, C_in/G*kH*kW) -> (G, C_out/G, C_in/G*kH*kW)
     dw = dw.reshape(w.shape)  # (C_out, C_in/G, kH, kW)
     dcols = w_mat.transpose(1, 2) @ grad  # (G, C_in/G*kH*kW, C_out/G) @ (N, G, C_out/G, L) -> (N, G, C_in/G*kH*kW, L)
     dcols = dcols.reshape(N, C_in * kH * kW, L)  # (N, C_in*kH*kW, L)
-    dx = F.fold(dcols, x.shape[2:], (kH, kW), dilation=dilation, padding=even_padding, stride=stride)  # (N, C_in, H or H_pad, W or W_pad)
-    if uneven:
-        dx = dx[:, :, pad_top : pad_top + H, pad_left : pad_left + W]  # (N, C_in, H, W)
+    dx_pad = F.fold(dcols, x_pad.shape[2:], (kH, kW), dilation=dilation, stride=stride)  # (N, C_in, H_pad, W_pad)
+    dx = dx_pad[:, :, pad_top : pad_top + H, pad_left : pad_left + W]  # (N, C_in, H, W)
     db = dout.sum(dim=(0, 2, 3))  # (C_out,)
     return dx, dw, db
     # END SOLUTION
