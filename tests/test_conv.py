@@ -164,7 +164,7 @@ def test_conv1d_matches_torch_with_stride_and_padding(conv, kernel, padding, str
 
 
 @pytest.mark.ex2_2
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True)  # the same examples every run: grades repeat
 @given(
     n=st.integers(1, 3), c_in=st.integers(1, 4), c_out=st.integers(1, 4), kernel=st.integers(1, 6),
     extra=st.integers(0, 8), stride=st.integers(1, 3), padding=st.sampled_from([0, 1, 2, "valid", "same"]),
@@ -292,7 +292,7 @@ def test_conv2d_matches_torch_with_stride_padding_dilation_and_groups(conv, case
 
 
 @pytest.mark.ex2_4
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True)  # the same examples every run: grades repeat
 @given(
     n=st.integers(1, 2), groups=st.integers(1, 3), c_in_g=st.integers(1, 2), c_out_g=st.integers(1, 2),
     kernel=st.tuples(st.integers(1, 4), st.integers(1, 4)), dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
