@@ -1,0 +1,153 @@
+"""AlexNet training throughput on one GPU: the fp32 eager baseline beside the best configuration.
+
+    python benchmarks/bench_alexnet_throughput.py               # on a CUDA GPU: saves the results
+    python benchmarks/bench_alexnet_throughput.py --all         # also bf16 alone and bf16 + channels_last
+    python benchmarks/bench_alexnet_throughput.py --cpu-smoke   # anywhere: a tiny run that checks the code, saves nothing
+
+One training step = normalise a uint8 batch already on the GPU, forward, cross-entropy,
+backward, SGD with momentum. Synthetic 3x227x227 images (the input AlexNet's conv1 arithmetic
+needs, see notebook 04) with 1,000 classes, so the data pipeline costs nothing and the number
+measures the model. Configurations:
+
+    baseline   fp32, eager, NCHW, batch --batch (PyTorch's defaults: cuDNN may use TF32 for
+               convolutions, matrix products stay fp32)
+    best       bf16 autocast + channels_last + torch.compile + fused SGD, batch --best-batch
+
+Timing: cudnn.benchmark on; warm-up steps first (compilation, cuDNN's algorithm search and the
+caching allocator all happen there and are not timed), then --steps steps between two CUDA
+events after a synchronisation; the median of --repeats such windows is reported.
+
+Target on one H100: best >= 4x baseline and >= 25,000 images/s.
+Results: benchmarks/results/alexnet-throughput-<gpu name>.json (never written for CPU runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import statistics
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+os.environ.setdefault("LABS_IMPL", "solutions")  # the reference model unless told otherwise
+
+import torch  # noqa: E402
+
+RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+TARGET_SPEEDUP, TARGET_IMAGES_PER_S = 4.0, 25_000
+
+
+def measure(device: torch.device, name: str, batch: int, size: int, bf16: bool, channels_last: bool, compiled: bool,
+            fused: bool, steps: int, warmup: int, repeats: int, compile_mode: str | None) -> dict:
+    """Images per second of one configuration (median over `repeats` timed windows)."""
+    from labs import models
+    from labs.provided import training
+    from labs.provided.recipes.alexnet import IMAGENET_MEAN, IMAGENET_STD, normalizer, synthetic_data
+    from labs.provided.seeding import seed_everything
+
+    generator = seed_everything(0)
+    net = models.AlexNet(num_classes=1000, groups=2, small_inputs=size < 67).to(device)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4, **({"fused": True} if fused else {}))
+    model = torch.compile(net, mode=compile_mode) if compiled else net
+    images, labels = synthetic_data(batch, size, 1000, device, generator)  # (B, 3, size, size) uint8 on the device
+    prepare = normalizer(IMAGENET_MEAN, IMAGENET_STD)
+    windows = []
+    for repeat in range(repeats):
+        stats = training.training_throughput(model, optimizer, images, labels, steps=steps, warmup=warmup if repeat == 0 else 1,
+                                             prepare=prepare, bf16=bf16, channels_last=channels_last)
+        windows.append(stats["images_per_s"])
+    result = {
+        "name": name, "batch_size": batch, "image_size": size, "bf16": bf16, "channels_last": channels_last,
+        "compile": compiled, "compile_mode": compile_mode if compiled else None, "fused_sgd": fused,
+        "images_per_s": round(statistics.median(windows), 1), "windows_images_per_s": [round(w, 1) for w in windows],
+        "step_ms": round(1000 * batch / statistics.median(windows), 3),
+    }
+    if device.type == "cuda":
+        result["max_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+        torch.cuda.reset_peak_memory_stats(device)
+    del model, net, optimizer, images, labels
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=256, help="baseline batch size (default: 256)")
+    parser.add_argument("--best-batch", type=int, default=512, help="batch size of the best configuration (default: 512)")
+    parser.add_argument("--size", type=int, default=227, help="image side (default: 227)")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per window (default: 30)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (default: 10; compiled runs need them)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed windows; the median is reported (default: 3)")
+    parser.add_argument("--compile-mode", default="default", help="torch.compile mode of the best configuration (default: default; try max-autotune-no-cudagraphs)")
+    parser.add_argument("--all", action="store_true", help="also time bf16 and bf16 + channels_last without compile")
+    parser.add_argument("--cpu-smoke", action="store_true", help="tiny CPU run (64x64, batch 4, 2 steps) to check the code; saves nothing")
+    args = parser.parse_args(argv)
+
+    from labs.provided.device import describe
+
+    if args.cpu_smoke:
+        device = torch.device("cpu")
+        size, batch, best_batch, steps, warmup, repeats, compile_mode = 64, 4, 4, 2, 1, 1, None
+        print("CPU smoke test: checks that every configuration runs; the numbers are not GPU results and are not saved.")
+    elif not torch.cuda.is_available():
+        print("error: no CUDA GPU here. This benchmark measures GPU throughput; run it on a GPU machine, "
+              "or use --cpu-smoke to check the code on this one.", file=sys.stderr)
+        return 1
+    else:
+        device = torch.device("cuda")
+        torch.backends.cudnn.benchmark = True
+        size, batch, best_batch, steps, warmup, repeats, compile_mode = args.size, args.batch, args.best_batch, args.steps, args.warmup, args.repeats, args.compile_mode
+    cuda = device.type == "cuda"
+
+    configs = [("fp32 eager (baseline)", batch, False, False, False, False)]
+    if args.all:
+        configs += [("bf16", batch, True, False, False, False), ("bf16 + channels_last", batch, True, True, False, False)]
+    # On CPU, torch.compile needs a C++ toolchain and minutes; the smoke test checks the rest of the best path.
+    best = "bf16 + channels_last + compile (best)" if cuda else "bf16 + channels_last (best, compile skipped on CPU)"
+    configs += [(best, best_batch, True, True, cuda, cuda)]
+    results = []
+    for name, b, bf16, channels_last, compiled, fused in configs:
+        result = measure(device, name, b, size, bf16, channels_last, compiled, fused, steps, warmup, repeats, compile_mode)
+        results.append(result)
+        print(f"{name:<52} batch {b:>4}  {result['images_per_s']:>10,.0f} images/s  {result['step_ms']:8.2f} ms/step")
+    speedup = results[-1]["images_per_s"] / results[0]["images_per_s"]
+    print(f"best / baseline: {speedup:.2f}x" + (f"  (targets on an H100: >= {TARGET_SPEEDUP:.0f}x and >= {TARGET_IMAGES_PER_S:,} images/s)" if cuda else ""))
+    if not cuda:
+        print("(CPU smoke test: nothing saved)")
+        return 0
+
+    name = torch.cuda.get_device_name(device)
+    report = {
+        "benchmark": "alexnet-throughput",
+        "device": describe(device),
+        "device_name": name,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+        "allow_tf32": {"cudnn": torch.backends.cudnn.allow_tf32, "matmul": torch.backends.cuda.matmul.allow_tf32},
+        "data": f"synthetic uint8 3x{size}x{size} resident on the GPU, 1000 classes",
+        "timing": f"cuda events, {warmup} warm-up steps untimed, median of {repeats} windows of {steps} steps",
+        "configs": results,
+        "speedup": round(speedup, 2),
+        "targets": {"speedup": TARGET_SPEEDUP, "images_per_s": TARGET_IMAGES_PER_S},
+        "meets_targets": speedup >= TARGET_SPEEDUP and results[-1]["images_per_s"] >= TARGET_IMAGES_PER_S,
+        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    path = RESULTS_DIR / f"alexnet-throughput-{slug}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"saved {path.relative_to(REPO_ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
