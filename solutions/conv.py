@@ -163,6 +163,7 @@ def conv1d_naive(x: Tensor, w: Tensor, b: Tensor | None = None, stride: int = 1,
         (N, C_out, L_out) with L_out = floor((L + 2 * padding - K) / stride) + 1.
     """
     (stride,), (padding,), _, (L_out,) = _check_conv("conv1d_naive", x, w, b, stride, padding, 1, 1, spatial=1, strings=False)
+    # from here on stride, padding and the output length L_out are ints
     # BEGIN SOLUTION 2.1: 1D convolution with loops
     # HINT: pad first (torch.cat with zeros, or F.pad), then slide a window of length K.
     # HINT: for one position t, (window[:, None] * w[None]) has shape (N, C_out, C_in, K).
@@ -200,6 +201,7 @@ def conv1d(x: Tensor, w: Tensor, b: Tensor | None = None, stride: int = 1, paddi
         (N, C_out, L_out), L_out = floor((L + pad_left + pad_right - K) / stride) + 1.
     """
     (stride,), padding, _, _ = _check_conv("conv1d", x, w, b, stride, padding, 1, 1, spatial=1)
+    padding = padding if padding == "same" else padding[0]  # from here on an int or "same" ("valid" is 0)
     # BEGIN SOLUTION 2.2: Vectorized 1D convolution with padding
     # HINT: Tensor.unfold(dim, size, step) gives every window at once, without copying.
     # HINT: torch.einsum can then contract the channel and kernel axes in one call.
@@ -208,7 +210,7 @@ def conv1d(x: Tensor, w: Tensor, b: Tensor | None = None, stride: int = 1, paddi
         total = K - 1
         left, right = total // 2, total - total // 2  # the odd zero goes on the right
     else:
-        left = right = padding[0]
+        left = right = padding
     x = F.pad(x, (left, right))  # (N, C_in, L + left + right)
     windows = x.unfold(2, K, stride)  # (N, C_in, L_out, K), a view
     out = torch.einsum("nctk,ock->not", windows, w)  # (N, C_out, L_out)
@@ -237,6 +239,7 @@ def conv2d_naive(x: Tensor, w: Tensor, b: Tensor | None = None, stride: IntOrPai
         (N, C_out, H_out, W_out), H_out = floor((H + 2 pH - kH) / sH) + 1 and likewise W_out.
     """
     stride, padding, _, (H_out, W_out) = _check_conv("conv2d_naive", x, w, b, stride, padding, 1, 1, spatial=2, strings=False)
+    # from here on stride = (sH, sW) and padding = (pH, pW) are pairs of ints
     # BEGIN SOLUTION 2.3: 2D convolution with loops
     # HINT: F.pad(x, (left, right, top, bottom)) pads the last two dimensions.
     N, C_out, kH, kW = x.shape[0], w.shape[0], w.shape[2], w.shape[3]
@@ -283,6 +286,7 @@ def conv2d(
         (N, C_out, H_out, W_out), H_out = floor((H + pad_top + pad_bottom - dH (kH - 1) - 1) / sH) + 1.
     """
     stride, padding, dilation, (H_out, W_out) = _check_conv("conv2d", x, w, b, stride, padding, dilation, groups, spatial=2)
+    # from here on stride and dilation are pairs of ints; padding is a pair (pH, pW) or "same" ("valid" is (0, 0))
     # BEGIN SOLUTION 2.4: Vectorized 2D convolution (unfold + matmul)
     # HINT: x.unfold(2, size, step).unfold(3, size, step) views every window at once, without copying;
     # HINT: with dilation d, take windows d*(k-1)+1 wide and keep every d-th tap.
@@ -340,6 +344,7 @@ def conv2d_backward(
         (dx, dw, db) of shapes (N, C_in, H, W), (C_out, C_in / groups, kH, kW) and (C_out,).
     """
     stride, padding, dilation, out_shape = _check_conv("conv2d_backward", x, w, None, stride, padding, dilation, groups, spatial=2)
+    # from here on stride and dilation are pairs of ints; padding is a pair (pH, pW) or "same" ("valid" is (0, 0))
     _check_grad_output("conv2d_backward", dout, (x.shape[0], w.shape[0], *out_shape))
     # BEGIN SOLUTION 2.5: Backward pass of the 2D convolution
     # HINT: recompute the columns as in conv2d. F.fold is the adjoint of F.unfold: it adds each
@@ -390,6 +395,7 @@ def max_pool2d(x: Tensor, kernel_size: IntOrPair, stride: IntOrPair | None = Non
         (N, C, H_out, W_out), H_out = floor((H + 2 pH - kH) / sH) + 1.
     """
     kernel, stride, padding, _ = _check_pool("max_pool2d", x, kernel_size, stride, padding)
+    # from here on kernel, stride and padding are pairs of ints (stride None is the kernel size)
     # BEGIN SOLUTION 2.6: Max pooling, forward and backward
     # HINT: x.unfold(2, kH, sH).unfold(3, kW, sW) views every window: (N, C, H_out, W_out, kH, kW).
     (kH, kW), (sH, sW), (pH, pW) = kernel, stride, padding
@@ -419,6 +425,7 @@ def max_pool2d_backward(
         dx: (N, C, H, W).
     """
     kernel, stride, padding, out_shape = _check_pool("max_pool2d_backward", x, kernel_size, stride, padding)
+    # from here on kernel, stride and padding are pairs of ints; out_shape = (H_out, W_out)
     _check_grad_output("max_pool2d_backward", dout, (*x.shape[:2], *out_shape))
     # BEGIN SOLUTION 2.6
     # HINT: argmax over a flattened window returns the first maximum; turn it into a row and a
@@ -456,6 +463,7 @@ def avg_pool2d(x: Tensor, kernel_size: IntOrPair, stride: IntOrPair | None = Non
         (N, C, H_out, W_out), H_out = floor((H + 2 pH - kH) / sH) + 1.
     """
     kernel, stride, padding, _ = _check_pool("avg_pool2d", x, kernel_size, stride, padding)
+    # from here on kernel, stride and padding are pairs of ints (stride None is the kernel size)
     # BEGIN SOLUTION 2.7: Average pooling, forward and backward
     (kH, kW), (sH, sW), (pH, pW) = kernel, stride, padding
     x = F.pad(x, (pW, pW, pH, pH))  # (N, C, H + 2 pH, W + 2 pW), zeros
@@ -481,6 +489,7 @@ def avg_pool2d_backward(
         dx: (N, C, H, W).
     """
     kernel, stride, padding, out_shape = _check_pool("avg_pool2d_backward", x, kernel_size, stride, padding)
+    # from here on kernel, stride and padding are pairs of ints; out_shape = (H_out, W_out)
     _check_grad_output("avg_pool2d_backward", dout, (*x.shape[:2], *out_shape))
     # BEGIN SOLUTION 2.7
     # HINT: F.fold spreads columns back onto an image and sums where windows overlap.
