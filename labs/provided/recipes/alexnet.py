@@ -175,8 +175,12 @@ def _train(args: argparse.Namespace, context: distributed.Context) -> int:
     augment, test_data, eval_batch = None, None, 512
     try:
         if args.data == "cifar10":
+            if context.distributed and not context.is_main:
+                torch.distributed.barrier()  # wait while rank 0 downloads (once, not once per process)
             X_train, y_train = load_cifar10(train=True, download=context.is_main)
             X_test, y_test = load_cifar10(train=False, download=False)
+            if context.distributed and context.is_main:
+                torch.distributed.barrier()
             if small:
                 X_train, y_train, X_test, y_test = X_train[:2048], y_train[:2048], X_test[:512], y_test[:512]
             train_data = (X_train.to(device), y_train.to(device))  # (50000, 3, 32, 32) uint8 on the GPU: 150 MB
@@ -195,7 +199,7 @@ def _train(args: argparse.Namespace, context: distributed.Context) -> int:
             train_data, test_data, num_classes = imagefolder_loaders(Path(args.data_dir), image_size, batch_size, args.workers, context)
             prepare = normalizer(IMAGENET_MEAN, IMAGENET_STD)
     except DataError as error:
-        say(f"error: {error}", file=sys.stderr)
+        say(f"error: {error} (or measure speed without data: --data synthetic)", file=sys.stderr)
         return 1
 
     from labs import models  # the exercise module: yours, or the reference with LABS_IMPL=solutions
