@@ -30,6 +30,8 @@ REFERENCES = {
     "relu_grad": lambda z: (z > 0).to(z.dtype),
     "sigmoid": torch.sigmoid,
     "tanh": torch.tanh,
+    # exercise 1.2, in case a solution imports it (from .basics import one_hot) for 1.6:
+    "one_hot": lambda y, num_classes: F.one_hot(y, num_classes).float(),
 }
 
 
@@ -38,7 +40,7 @@ def references(mlp, *names):
     """Replace other exercises' functions in the module under test by torch references."""
     with pytest.MonkeyPatch.context() as patch:
         for name in names:
-            patch.setattr(mlp, name, REFERENCES[name])
+            patch.setattr(mlp, name, REFERENCES[name], raising=False)
         yield
 
 
@@ -208,7 +210,7 @@ def test_cross_entropy_and_its_gradient_reject_bad_input(mlp, logits, targets, m
 def test_cross_entropy_grad_by_hand(mlp):
     # P = [[1/2, 1/2], [3/4, 1/4]], Y = [[1, 0], [0, 1]], N = 2: (P - Y) / 2 = [[-1/4, 1/4], [3/8, -3/8]].
     logits = torch.tensor([[0.0, 0.0], [math.log(3), 0.0]], dtype=F64)
-    with references(mlp, "softmax", "log_softmax"):
+    with references(mlp, "softmax", "log_softmax", "one_hot"):
         grad = mlp.cross_entropy_grad(logits, torch.tensor([0, 1]))
     assert_close(grad, torch.tensor([[-0.25, 0.25], [0.375, -0.375]], dtype=F64), "cross_entropy_grad")
 
@@ -220,7 +222,7 @@ def test_cross_entropy_grad_matches_autograd(mlp, n, c, seed):
     logits, targets = random_logits(n, c, seed)
     leaf = logits.clone().requires_grad_()
     F.cross_entropy(leaf, targets).backward()
-    with references(mlp, "softmax", "log_softmax"):
+    with references(mlp, "softmax", "log_softmax", "one_hot"):
         grad = mlp.cross_entropy_grad(logits, targets)
     assert_close(grad, leaf.grad, f"cross_entropy_grad against autograd ({n} examples, {c} classes)")
 
@@ -229,7 +231,7 @@ def test_cross_entropy_grad_matches_autograd(mlp, n, c, seed):
 def test_cross_entropy_grad_matches_finite_differences(mlp):
     logits, targets = random_logits(5, 4, seed=1)
     numeric = central_differences(lambda z: F.cross_entropy(z, targets), logits)
-    with references(mlp, "softmax", "log_softmax"):
+    with references(mlp, "softmax", "log_softmax", "one_hot"):
         grad = mlp.cross_entropy_grad(logits, targets)
     assert_close(grad, numeric, "cross_entropy_grad against central differences", rtol=1e-6, atol=1e-8)
 
@@ -240,7 +242,7 @@ def test_cross_entropy_grad_is_finite_for_extreme_logits(mlp):
     targets = torch.tensor([1, 0])
     leaf = logits.clone().requires_grad_()
     F.cross_entropy(leaf, targets).backward()
-    with references(mlp, "softmax", "log_softmax"):
+    with references(mlp, "softmax", "log_softmax", "one_hot"):
         grad = mlp.cross_entropy_grad(logits, targets)
     # Row 1: p = (1, 0, 0), y = (0, 1, 0): (1, -1, 0) / 2.  Row 2: p = y = (1, 0, 0): zeros.
     assert_close(grad, leaf.grad, "cross_entropy_grad of extreme logits")
@@ -365,7 +367,7 @@ def test_init_mlp_uses_he_for_hidden_layers_and_lecun_for_the_output(mlp):
     # std(W_1) = sqrt(2/1000) ~ 0.0447 over 200,000 draws; std(W_2) = sqrt(1/200) ~ 0.0707 over 2,000 draws.
     (W1, _), (W2, _) = mlp.init_mlp([1000, 200, 10], torch.Generator().manual_seed(0), dtype=F64)
     for W, std, what, tolerance in [(W1, math.sqrt(2 / 1000), "hidden layer W_1 (He)", 0.02), (W2, math.sqrt(1 / 200), "output layer W_2 (LeCun)", 0.08)]:
-        assert abs(W.mean().item()) < 3 * std / math.sqrt(W.numel()) + 1e-12, f"{what} should have mean 0, got {W.mean().item():.3g}"
+        assert abs(W.mean().item()) < 4 * std / math.sqrt(W.numel()), f"{what} should have mean 0, got {W.mean().item():.3g}"
         assert abs(W.std().item() / std - 1) < tolerance, f"{what} should have std {std:.4g}, got {W.std().item():.4g}"
 
 
@@ -626,7 +628,8 @@ def test_mlp_flops_and_memory_by_hand(mlp):
 @pytest.mark.ex1_14
 @pytest.mark.parametrize("sizes", [[1, 1], [3, 5, 2], [784, 100, 10], [6, 1, 4, 2, 3]])
 def test_mlp_flops_matches_torch_flop_counter(mlp, sizes):
-    from torch.utils.flop_counter import FlopCounterMode
+    flops = mlp.mlp_flops(sizes)
+    from torch.utils.flop_counter import FlopCounterMode  # slow to import: after the call under test
 
     layers = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
@@ -634,7 +637,7 @@ def test_mlp_flops_matches_torch_flop_counter(mlp, sizes):
     net = torch.nn.Sequential(*layers[:-1])
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         net(torch.zeros(1, sizes[0]))
-    assert mlp.mlp_flops(sizes) == counter.get_total_flops(), f"mlp_flops({sizes}) = {mlp.mlp_flops(sizes)}, torch counts {counter.get_total_flops()}"
+    assert flops == counter.get_total_flops(), f"mlp_flops({sizes}) = {flops}, torch counts {counter.get_total_flops()}"
 
 
 @pytest.mark.ex1_14
