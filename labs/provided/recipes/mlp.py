@@ -5,8 +5,10 @@ LABS_IMPL=solutions): mlp_forward (1.10), cross_entropy (1.5) and cross_entropy_
 mlp_backward (1.11) and sgd_step (1.12), with parameters from init_mlp (1.9).
 
 Defaults: a 784-256-128-10 ReLU network, minibatch SGD (batch 64, learning rate 0.1 decayed
-to 0 along a cosine over the run), 20 epochs. On full MNIST (60,000 images) this recipe
-reaches about 98% test accuracy; on a 5,000-image subset, about 94%.
+to 0 along a cosine over the run), 20 epochs. Measured: 94.1% test accuracy after training on
+a 5,000-image subset of MNIST (the official 10,000 test images). On full MNIST (60,000
+training images) a network and schedule like this one typically reach about 98%; that run
+has not been measured with this recipe.
 """
 
 from __future__ import annotations
@@ -125,7 +127,11 @@ def main(argv: list[str]) -> int:
     epochs = 1 if args.fast else args.epochs
     sizes = [train_data[0].shape[1], *args.hidden, 10]
     print(f"MLP {sizes} on {describe(device)}: {train_data[0].shape[0]} training and {test_data[0].shape[0]} test images, {epochs} epoch(s)")
-    params = mlp.init_mlp(sizes, generator, device=device)
-    params, history = train(mlp, params, train_data, test_data, epochs, args.batch_size, args.lr, generator)
+    try:
+        params = mlp.init_mlp(sizes, generator, device=device)
+        params, history = train(mlp, params, train_data, test_data, epochs, args.batch_size, args.lr, generator)
+    except NotImplementedError as error:
+        print(f"\nerror: {error}. Complete it (check with `python -m labs grade`), or run the reference with LABS_IMPL=solutions.", file=sys.stderr)
+        return 1
     print(f"final test accuracy: {history['test_acc'][-1]:.2%} (test loss {history['test_loss'][-1]:.4f})")
     return 0
