@@ -108,7 +108,7 @@ def test_softmax_and_log_softmax_by_hand(mlp):
 
 
 @pytest.mark.ex1_4
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True)  # the same examples every run: grades repeat
 @given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=3), data=st.data(), seed=st.integers(0, 2**16))
 def test_softmax_and_log_softmax_match_torch_along_any_dim(mlp, shape, data, seed):
     dim = data.draw(st.integers(-len(shape), len(shape) - 1), label="dim")
@@ -161,7 +161,7 @@ def test_cross_entropy_by_hand(mlp):
 
 
 @pytest.mark.ex1_5
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True)  # the same examples every run: grades repeat
 @given(n=st.integers(1, 8), c=st.integers(1, 8), seed=st.integers(0, 2**16))
 def test_cross_entropy_matches_torch(mlp, n, c, seed):
     logits, targets = random_logits(n, c, seed)
@@ -216,7 +216,7 @@ def test_cross_entropy_grad_by_hand(mlp):
 
 
 @pytest.mark.ex1_6
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True)  # the same examples every run: grades repeat
 @given(n=st.integers(1, 8), c=st.integers(1, 8), seed=st.integers(0, 2**16))
 def test_cross_entropy_grad_matches_autograd(mlp, n, c, seed):
     logits, targets = random_logits(n, c, seed)
@@ -260,7 +260,7 @@ def test_softmax_jacobian_by_hand(mlp):
 
 
 @pytest.mark.ex1_7
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True)  # the same examples every run: grades repeat
 @given(c=st.integers(1, 8), seed=st.integers(0, 2**16))
 def test_softmax_jacobian_matches_autograd(mlp, c, seed):
     z = torch.randn(c, generator=torch.Generator().manual_seed(seed), dtype=F64) * 2
@@ -405,7 +405,7 @@ def test_mlp_forward_by_hand(mlp):
 
 
 @pytest.mark.ex1_10
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True)  # the same examples every run: grades repeat
 @given(sizes=layer_sizes, n=st.integers(1, 6), seed=st.integers(0, 2**16))
 def test_mlp_forward_matches_torch_and_caches_what_backward_needs(mlp, sizes, n, seed):
     params = random_params(sizes, seed)
@@ -463,7 +463,7 @@ def test_mlp_backward_by_hand(mlp):
 
 
 @pytest.mark.ex1_11
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True)  # the same examples every run: grades repeat
 @given(sizes=layer_sizes, n=st.integers(1, 6), seed=st.integers(0, 2**16))
 def test_mlp_backward_matches_autograd(mlp, sizes, n, seed):
     params = random_params(sizes, seed)
@@ -580,7 +580,7 @@ def test_numerical_gradient_by_hand_is_a_central_difference(mlp):
 
 
 @pytest.mark.ex1_13
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20, deadline=None, derandomize=True)  # the same examples every run: grades repeat
 @given(shape=st.lists(st.integers(1, 4), min_size=1, max_size=3), seed=st.integers(0, 2**16))
 def test_numerical_gradient_matches_autograd(mlp, shape, seed):
     g = torch.Generator().manual_seed(seed)
@@ -641,7 +641,7 @@ def test_mlp_flops_matches_torch_flop_counter(mlp, sizes):
 
 
 @pytest.mark.ex1_14
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20, deadline=None, derandomize=True)  # the same examples every run: grades repeat
 @given(sizes=layer_sizes, n=st.integers(1, 9))
 def test_mlp_activation_memory_counts_the_cache(mlp, sizes, n):
     _, (A, Z) = reference_forward(random_params(sizes, seed=0), torch.zeros(n, sizes[0], dtype=F64))
