@@ -56,6 +56,28 @@ def _torch_conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1
         return torch.autograd.grad(out, (x, w, b), dout)
 
 
+class _CountTorchCalls(torch.overrides.TorchFunctionMode):
+    """Counts the torch functions and tensor methods called inside `with`: a vectorized function
+    calls as many on a large input as on a small one; a Python loop over positions calls more."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _calls_on_small_and_large_inputs(run, small, large):
+    counts = []
+    for size in (small, large):
+        with _CountTorchCalls() as counter:
+            run(size)
+        counts.append(counter.calls)
+    return counts
+
+
 class _TorchConvWithYourBackward(torch.autograd.Function):
     """F.conv2d forward, the student's conv2d_backward backward: what gradcheck examines."""
 
@@ -176,6 +198,16 @@ def test_conv1d_matches_torch_on_random_shapes(conv, n, c_in, c_out, kernel, ext
     b = _randn(c_out, seed=seed + 2) if bias else None
     expected = F.conv1d(x, w, b, stride, padding)
     assert_close(conv.conv1d(x, w, b, stride, padding), expected, f"conv1d on x {tuple(x.shape)}, w {tuple(w.shape)}, stride={stride}, padding={padding!r}")
+
+
+@pytest.mark.ex2_2
+def test_conv1d_has_no_python_loop_over_positions(conv):
+    w = _randn(4, 3, 3, seed=7)
+    small, large = _calls_on_small_and_large_inputs(lambda length: conv.conv1d(_randn(2, 3, length), w, padding="same"), 8, 64)
+    assert large <= small + 2, (
+        f"conv1d called {small} torch operations on a signal of length 8 but {large} on length 64: "
+        "it should handle every position at once (Tensor.unfold, einsum), not loop over them"
+    )
 
 
 @pytest.mark.ex2_2
@@ -319,6 +351,20 @@ def test_conv2d_keeps_float32_and_accepts_non_contiguous_input(conv):
 
 
 @pytest.mark.ex2_4
+def test_conv2d_has_no_python_loop_over_positions(conv):
+    w = _randn(4, 2, 3, 2, seed=14)
+
+    def run(size):
+        conv.conv2d(_randn(2, 4, size, size + 1), w, stride=(1, 2), padding=1, dilation=(2, 1), groups=2)
+
+    small, large = _calls_on_small_and_large_inputs(run, 6, 30)
+    assert large <= small + 2, (
+        f"conv2d called {small} torch operations on a 6x7 image but {large} on 30x31: it should "
+        "handle every position at once (unfold the windows, then one matmul), not loop over them"
+    )
+
+
+@pytest.mark.ex2_4
 @pytest.mark.provided
 @pytest.mark.parametrize(
     "x_shape, w_shape, options, message",
@@ -393,6 +439,22 @@ def test_conv2d_backward_passes_gradcheck(conv, x_shape, w_shape, options):
         return _TorchConvWithYourBackward.apply(x, w, b, conv.conv2d_backward, ordered)
 
     assert torch.autograd.gradcheck(function, (x, w, b), eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.ex2_5
+def test_conv2d_backward_has_no_python_loop_over_positions(conv):
+    w = _randn(4, 2, 3, 2, seed=21)
+
+    def run(size):
+        x = _randn(2, 4, size, size + 1)
+        dout = _randn(*F.conv2d(x, w, stride=(2, 1), padding="valid", groups=2).shape)
+        conv.conv2d_backward(dout, x, w, stride=(2, 1), padding="valid", groups=2)
+
+    small, large = _calls_on_small_and_large_inputs(run, 6, 30)
+    assert large <= small + 2, (
+        f"conv2d_backward called {small} torch operations on a 6x7 image but {large} on 30x31: it "
+        "should handle every position at once (matmuls and F.fold), not loop over them"
+    )
 
 
 @pytest.mark.ex2_5
