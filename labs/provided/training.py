@@ -1,9 +1,10 @@
 """The provided training loop: plain functions over datasets held in memory as tensors.
 
-MNIST and CIFAR-10 fit in memory, and on a GPU, so the loop never touches a DataLoader:
-each epoch draws one shuffled permutation of the indices from a seeded generator and slices
-batches out of the resident tensors. Data preparation (uint8 -> normalised float, padding,
-resizing) and augmentation are callbacks applied to whole batches on the data's device.
+MNIST and CIFAR-10 fit in memory, and on a GPU, so the loop needs no DataLoader: each epoch
+draws one shuffled permutation of the indices from a seeded generator and slices batches out
+of the resident tensors. Data preparation (uint8 -> normalised float, padding, resizing) and
+augmentation are callbacks applied to whole batches on the data's device. Datasets read
+from disk (an ImageFolder tree) come in through a DataLoader instead; `fit` accepts one too.
 
     history = fit(net, optimizer, (X_train, y_train), (X_test, y_test), epochs=10, batch_size=128,
                   generator=seed_everything(0), checkpoint="runs/lenet.pt")
