@@ -23,16 +23,6 @@ F64 = torch.float64
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Run on one thread: these tensors are tiny, and on a busy machine (the grader runs several
-    suites at once) threads that wait for each other make the suite ten times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _randn(*shape, seed=0, requires_grad=False):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(*shape, generator=g, dtype=F64).requires_grad_(requires_grad)

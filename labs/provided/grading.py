@@ -119,8 +119,8 @@ class GradeReport:
                 tests.append({
                     "name": f"Exercise {result.exercise.id} ({result.exercise.title}): {test.nodeid.split('::', 1)[-1]}",
                     "number": result.exercise.id,
-                    "score": round(test.weight if test.passed else 0.0, 4),
-                    "max_score": round(test.weight, 4),
+                    "score": round(test.weight if test.passed else 0.0, 6),
+                    "max_score": round(test.weight, 6),
                     "status": "passed" if test.passed else "failed",
                     "output": test.message if not test.passed else "passed",
                 })
