@@ -25,15 +25,6 @@ TESTS_DIR = Path(__file__).resolve().parent
 COURSE_DIR = TESTS_DIR / "course"
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--impl",
-        choices=("labs", "solutions"),
-        default=os.environ.get("LABS_IMPL", "labs"),
-        help="which implementation the graded tests import as `labs.<module>` (default: labs, your code)",
-    )
-
-
 def pytest_configure(config: pytest.Config) -> None:
     impl = config.getoption("impl")
     os.environ["LABS_IMPL"] = impl  # subprocesses (notebooks, torchrun) see the same choice

@@ -172,7 +172,8 @@ def build_workspace(source: Path, workspace: Path) -> list[str]:
     (workspace / "tests").mkdir()
     for path in tests_dir.glob("*.py"):
         shutil.copy(path, workspace / "tests" / path.name)
-    shutil.copy(REPO_ROOT / "pyproject.toml", workspace / "pyproject.toml")
+    for name in ("pyproject.toml", "conftest.py"):
+        shutil.copy(REPO_ROOT / name, workspace / name)
     missing = []
     for module, path in found.items():
         target = workspace / "labs" / f"{module}.py"
