@@ -44,7 +44,12 @@ def main(argv: list[str] | None = None) -> int:
         return _release(check=args.check, force=args.force)
     if args.command == "train":
         recipe = importlib.import_module(f"labs.provided.recipes.{args.recipe}")
-        return recipe.main(rest)
+        try:
+            return recipe.main(rest)
+        except NotImplementedError as error:  # an unfinished exercise: say which, not a traceback
+            print(f"\nerror: {error}.\nComplete it (check with `python -m labs grade`), "
+                  "or train the reference with LABS_IMPL=solutions.", file=sys.stderr)
+            return 1
     if args.command == "download":
         from labs.provided.data import DataError, download
 

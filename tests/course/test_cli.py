@@ -49,3 +49,10 @@ def test_training_on_a_missing_dataset_says_where_and_how_to_fetch_it(tmp_path):
     assert process.returncode != 0
     assert "Traceback" not in process.stderr, f"a missing dataset should give a clear error, not a traceback:\n{process.stderr[-2000:]}"
     assert "python -m labs download mnist" in process.stdout + process.stderr
+
+
+def test_training_on_unfinished_stubs_names_the_exercise_instead_of_a_traceback(mnist_dir):
+    process = _labs("train", "lenet", "--fast", LABS_IMPL="labs", LABS_DATA_DIR=str(mnist_dir))
+    assert process.returncode == 1
+    assert "Traceback" not in process.stderr, process.stderr[-2000:]
+    assert "Exercise 3.1 (LeNet-5)" in process.stderr and "python -m labs grade" in process.stderr

@@ -79,7 +79,7 @@ def train(mlp, params, train_data, test_data, epochs: int, batch_size: int, lr: 
     steps_per_epoch = math.ceil(N / batch_size)
     total_steps, step = epochs * steps_per_epoch, 0
     history = {"train_loss": [], "test_loss": [], "test_acc": [], "seconds": []}
-    bar = tqdm(total=total_steps, desc="mlp", unit="step", disable=not progress, file=sys.stdout)
+    bar = tqdm(total=total_steps, desc="mlp", unit="step", disable=not progress, file=sys.stdout, mininterval=0.5)
     for epoch in range(1, epochs + 1):
         start, losses = time.perf_counter(), []
         order = torch.randperm(N, generator=generator).to(X_train.device)  # (N,)
@@ -93,7 +93,7 @@ def train(mlp, params, train_data, test_data, epochs: int, batch_size: int, lr: 
                 params = mlp.sgd_step(params, grads, cosine_lr(lr, step, total_steps))
                 step += 1
                 bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.3f}")
+                bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.3f}", refresh=False)
             test_loss, test_acc = evaluate(mlp, params, *test_data)
         history["train_loss"].append(sum(losses) / len(losses))
         history["test_loss"].append(test_loss)
@@ -127,11 +127,7 @@ def main(argv: list[str]) -> int:
     epochs = 1 if args.fast else args.epochs
     sizes = [train_data[0].shape[1], *args.hidden, 10]
     print(f"MLP {sizes} on {describe(device)}: {train_data[0].shape[0]} training and {test_data[0].shape[0]} test images, {epochs} epoch(s)")
-    try:
-        params = mlp.init_mlp(sizes, generator, device=device)
-        params, history = train(mlp, params, train_data, test_data, epochs, args.batch_size, args.lr, generator)
-    except NotImplementedError as error:
-        print(f"\nerror: {error}. Complete it (check with `python -m labs grade`), or run the reference with LABS_IMPL=solutions.", file=sys.stderr)
-        return 1
+    params = mlp.init_mlp(sizes, generator, device=device)  # an unfinished exercise is reported by the CLI
+    params, history = train(mlp, params, train_data, test_data, epochs, args.batch_size, args.lr, generator)
     print(f"final test accuracy: {history['test_acc'][-1]:.2%} (test loss {history['test_loss'][-1]:.4f})")
     return 0
