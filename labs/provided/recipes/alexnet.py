@@ -112,7 +112,7 @@ def imagefolder_loaders(root: Path, size: int, batch_size: int, workers: int, co
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = recipe_parser("alexnet", "Train AlexNet (CIFAR-10, an ImageFolder tree, or synthetic data).", epochs=GPU_EPOCHS, batch_size=GPU_BATCH, lr=0.02)
+    parser = recipe_parser("alexnet", "Train AlexNet (CIFAR-10, an ImageFolder tree, or synthetic data).", epochs=GPU_EPOCHS, batch_size=GPU_BATCH, lr=0.02, checkpoint="runs/alexnet.pt")
     parser.set_defaults(epochs=None, batch_size=None)  # chosen below: the small configuration on CPU
     parser._option_string_actions["--epochs"].help = f"passes over the training set (default: {GPU_EPOCHS} on CUDA, 1 on CPU or --fast)"
     parser._option_string_actions["--batch-size"].help = f"images per step per process (default: {GPU_BATCH} on CUDA, {CPU_BATCH} on CPU or --fast)"
@@ -126,11 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-steps", type=int, default=None, help="at most this many steps per epoch (default: all; CPU: 5)")
     parser.add_argument("--synthetic-size", type=int, default=4096, help="images in the synthetic set (default: 4096)")
     parser.add_argument("--workers", type=int, default=8, help="DataLoader workers for imagefolder (default: 8)")
-    parser.add_argument("--checkpoint", default="runs/alexnet.pt", help="checkpoint file (default: runs/alexnet.pt; 'none' to skip)")
-    parser.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
-    parser.add_argument("--out", default="runs", help="folder for the training-curves PNG (default: runs)")
     parser.add_argument("--save-rank-state", metavar="PATTERN", default=None, help="every process saves its final weights to PATTERN.format(rank=R) (DDP checks)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     return parser
 
 

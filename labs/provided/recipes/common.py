@@ -8,7 +8,9 @@ import os
 from labs.provided.settings import fast_mode
 
 
-def recipe_parser(name: str, description: str, epochs: int, batch_size: int, lr: float) -> argparse.ArgumentParser:
+def recipe_parser(
+    name: str, description: str, epochs: int, batch_size: int, lr: float, checkpoint: str | None = None
+) -> argparse.ArgumentParser:
     """A parser with the options every recipe takes; a recipe adds its own after.
 
     --epochs, --batch-size, --lr   the recipe's defaults, shown in --help
@@ -16,6 +18,8 @@ def recipe_parser(name: str, description: str, epochs: int, batch_size: int, lr:
     --data-dir                     dataset folder (default: LABS_DATA_DIR or data/)
     --seed                         for reproducible runs
     --fast                         tiny data and one short epoch, as LABS_FAST=1 does
+    --no-progress                  no progress bars (logs, batch jobs)
+    With a default `checkpoint` path, also --checkpoint PATH, --resume and --out DIR (curves).
     """
     parser = argparse.ArgumentParser(prog=f"python -m labs train {name}", description=description)
     parser.add_argument("--epochs", type=int, default=epochs, help=f"passes over the training set (default: {epochs})")
@@ -25,6 +29,11 @@ def recipe_parser(name: str, description: str, epochs: int, batch_size: int, lr:
     parser.add_argument("--data-dir", default=None, help="dataset folder (default: LABS_DATA_DIR or data/)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--fast", action="store_true", default=fast_mode(), help="tiny run for smoke tests (also LABS_FAST=1)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    if checkpoint is not None:
+        parser.add_argument("--checkpoint", default=checkpoint, help=f"checkpoint file, written after every epoch (default: {checkpoint}; 'none' to skip)")
+        parser.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
+        parser.add_argument("--out", default="runs", help="folder for the training-curves PNG (default: runs)")
     return parser
 
 

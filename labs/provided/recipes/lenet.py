@@ -64,7 +64,7 @@ def shift_digits(max_shift: int):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = recipe_parser("lenet", "Train LeNet-5 on MNIST.", epochs=12, batch_size=CPU_BATCH, lr=CPU_LR)
+    parser = recipe_parser("lenet", "Train LeNet-5 on MNIST.", epochs=12, batch_size=CPU_BATCH, lr=CPU_LR, checkpoint="runs/lenet.pt")
     parser.set_defaults(epochs=None, batch_size=None, lr=None)  # chosen per device and mode below
     parser._option_string_actions["--epochs"].help = f"passes over the training set (default: 12; fast: {FAST_EPOCHS})"
     parser._option_string_actions["--batch-size"].help = f"images per step (default: {CPU_BATCH} on CPU, {GPU_BATCH} on CUDA)"
@@ -76,10 +76,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-size", type=int, default=None, help="use only the first N training digits (default: all; fast: 5,000)")
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on for CUDA)")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, help="channels_last layout (default: on for CUDA)")
-    parser.add_argument("--checkpoint", default="runs/lenet.pt", help="checkpoint file, written after every epoch (default: runs/lenet.pt)")
-    parser.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
-    parser.add_argument("--out", default="runs", help="folder for the training-curves PNG (default: runs)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     return parser
 
 
@@ -129,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     history = training.fit(
         net, optimizer, (X_train, y_train), (X_test, y_test), epochs, batch_size, generator, scheduler,
         augment=shift_digits(shift) if shift > 0 else None, bf16=bf16, channels_last=channels_last,
-        checkpoint=args.checkpoint, resume=args.resume, extra={"recipe": "lenet", "args": vars(args)}, progress=args.progress,
+        checkpoint=None if args.checkpoint.lower() == "none" else args.checkpoint, resume=args.resume, extra={"recipe": "lenet", "args": vars(args)}, progress=args.progress,
     )
     print(f"test accuracy: {history['test_acc'][-1]:.2%} on {len(y_test):,} test digits (checkpoint: {args.checkpoint})")
     save_curves(history, Path(args.out) / "lenet-curves.png", "LeNet-5 on MNIST")

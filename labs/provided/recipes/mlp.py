@@ -128,6 +128,6 @@ def main(argv: list[str]) -> int:
     sizes = [train_data[0].shape[1], *args.hidden, 10]
     print(f"MLP {sizes} on {describe(device)}: {train_data[0].shape[0]} training and {test_data[0].shape[0]} test images, {epochs} epoch(s)")
     params = mlp.init_mlp(sizes, generator, device=device)  # an unfinished exercise is reported by the CLI
-    params, history = train(mlp, params, train_data, test_data, epochs, args.batch_size, args.lr, generator)
+    params, history = train(mlp, params, train_data, test_data, epochs, args.batch_size, args.lr, generator, args.progress)
     print(f"final test accuracy: {history['test_acc'][-1]:.2%} (test loss {history['test_loss'][-1]:.4f})")
     return 0
