@@ -197,3 +197,14 @@ def test_alexnet_small_configuration_lowers_the_loss_on_synthetic_data(models):
     with torch.no_grad():
         losses.append(nn.functional.cross_entropy(net(x), labels).item())
     assert losses[-1] < losses[0], f"three SGD steps on one batch should lower its loss, got {losses}"
+
+
+def test_alexnet_recipe_trains_the_two_tower_model_parallel_version(tmp_path):
+    """--two-towers on CPU puts both towers on the one device: the same code path a 2-GPU run takes."""
+    process = subprocess.run(
+        [sys.executable, "-m", "labs", "train", "alexnet", "--data", "synthetic", "--fast", "--two-towers", "--device", "cpu",
+         "--max-steps", "2", "--checkpoint", "none", "--no-progress", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "LABS_IMPL": "solutions"},
+    )
+    assert process.returncode == 0, process.stdout[-2000:] + process.stderr[-2000:]
+    assert "two towers: cpu and cpu" in process.stdout, process.stdout[-2000:]

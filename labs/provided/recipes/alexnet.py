@@ -120,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=int, default=None, help="side of the model's input (default: 64 for cifar10, 227 otherwise; 32 on CPU)")
     parser.add_argument("--small-inputs", action=argparse.BooleanOptionalAction, default=None, help="AlexNet(small_inputs=True): conv1 stride 2 (default: on below 100 pixels)")
     parser.add_argument("--groups", type=int, default=2, help="towers, as the paper's two GPUs (default: 2)")
+    parser.add_argument(
+        "--two-towers", action="store_true",
+        help="model parallel as in the paper: one tower on cuda:0, one on cuda:1, exchanging activations only at "
+        "conv3 and the fully-connected layers (needs groups=2, two GPUs, one process; on CPU both towers share it)",
+    )
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on for CUDA)")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, help="channels_last layout (default: on for CUDA)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
@@ -201,6 +206,14 @@ def _train(args: argparse.Namespace, context: distributed.Context) -> int:
     from labs import models  # the exercise module: yours, or the reference with LABS_IMPL=solutions
 
     net = models.AlexNet(num_classes=num_classes, groups=args.groups, small_inputs=small_inputs).to(device)
+    if args.two_towers:
+        if context.distributed or args.groups != 2 or (cuda and torch.cuda.device_count() < 2):
+            say("error: --two-towers needs --groups 2, one process (not torchrun) and two GPUs; "
+                f"got groups={args.groups}, {context.world_size} process(es), {torch.cuda.device_count()} GPU(s)", file=sys.stderr)
+            return 2
+        towers = ("cuda:0", "cuda:1") if cuda else (device, device)
+        net = models.TwoTowerAlexNet(net, towers)  # input on the first tower's device, logits back there
+        say(f"two towers: {towers[0]} and {towers[1]}")
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     net = distributed.wrap(net, context)
