@@ -43,7 +43,15 @@ def use_implementation(impl: str) -> None:
         )
     if impl == "solutions":
         for name in EXERCISE_MODULES:
-            module = importlib.import_module(f"solutions.{name}")
+            try:
+                module = importlib.import_module(f"solutions.{name}")
+            except ModuleNotFoundError as error:
+                if error.name not in {"solutions", f"solutions.{name}"}:
+                    raise
+                raise RuntimeError(
+                    "LABS_IMPL=solutions asks for the reference solutions, but this copy of the course has no "
+                    "solutions/ folder (hand-outs may leave it out); unset LABS_IMPL to use your own labs/"
+                ) from error
             sys.modules[f"labs.{name}"] = module
             globals()[name] = module
     _active = impl
