@@ -303,12 +303,14 @@ def grade(source: str | Path | None = None, exercises: list[str] | None = None, 
     for test in collected:
         if test["exercise"] not in by_marker:
             continue
+        exercise = by_marker[test["exercise"]]
         outcome = results.get(test["nodeid"], {"outcome": "failed", "message": "not run", "output": ""})
-        module = next((m for m in missing if m == by_marker[test["exercise"]].exercise.module), None)
-        message = f"{module}.py is missing from the submission" if module and outcome["outcome"] != "passed" else outcome["message"]
-        by_marker[test["exercise"]].tests.append(
-            TestResult(test["nodeid"], test["function"], by_marker[test["exercise"]].exercise.id, 1.0 / cases[test["function"]],
-                       outcome["outcome"], message, outcome.get("output", ""))
+        message = outcome["message"]
+        if exercise.exercise.module in missing and outcome["outcome"] != "passed":
+            message = f"{exercise.exercise.module}.py is missing from the submission"
+        weight = 1.0 / cases[test["function"]]  # one point per test function, shared by its parametrized cases
+        exercise.tests.append(
+            TestResult(test["nodeid"], test["function"], exercise.exercise.id, weight, outcome["outcome"], message, outcome.get("output", ""))
         )
     label = "labs/ (your code)" if source.resolve() == (REPO_ROOT / "labs").resolve() else str(source)
     return GradeReport(label, list(by_marker.values()), modules)
