@@ -290,9 +290,10 @@ def conv2d(
     # BEGIN SOLUTION 2.4: Vectorized 2D convolution (unfold + matmul)
     # HINT: x.unfold(2, size, step).unfold(3, size, step) views every window at once, without copying;
     # HINT: with dilation d, take windows d*(k-1)+1 wide and keep every d-th tap.
-    # HINT: reshape the windows into columns (N, C_in*kH*kW, H_out*W_out), one per output position
-    # HINT: (F.unfold builds the same columns); a weight matrix (C_out, C_in*kH*kW) then does the rest.
-    # HINT: with groups, view both as (..., groups, ...) and let matmul broadcast over the groups.
+    # HINT: turn the windows into one matrix of columns, (C_in*kH*kW, N*H_out*W_out): a column per
+    # HINT: output position of every image. The weight matrix (C_out, C_in*kH*kW) times it gives the
+    # HINT: whole batch in one product (F.unfold builds per-image columns, N small products: slower).
+    # HINT: with groups, view both as (groups, ...) and let matmul batch over the groups.
     N = x.shape[0]
     C_out, kH, kW = w.shape[0], w.shape[2], w.shape[3]
     (sH, sW), (dH, dW) = stride, dilation
@@ -305,14 +306,14 @@ def conv2d(
     x = F.pad(x, (left, right, top, bottom))  # (N, C_in, H_pad, W_pad)
     windows = x.unfold(2, dH * (kH - 1) + 1, sH).unfold(3, dW * (kW - 1) + 1, sW)  # (N, C_in, H_out, W_out, reach_h, reach_w), a view
     windows = windows[..., ::dH, ::dW]  # (N, C_in, H_out, W_out, kH, kW): the taps the kernel touches
-    cols = windows.permute(0, 1, 4, 5, 2, 3)  # (N, C_in, kH, kW, H_out, W_out)
-    cols = cols.reshape(N, groups, -1, H_out * W_out)  # (N, G, C_in/G*kH*kW, L), the one copy
+    cols = windows.permute(1, 4, 5, 0, 2, 3)  # (C_in, kH, kW, N, H_out, W_out)
+    cols = cols.reshape(groups, -1, N * H_out * W_out)  # (G, C_in/G*kH*kW, N*H_out*W_out), the one copy
     kernels = w.reshape(groups, C_out // groups, -1)  # (G, C_out/G, C_in/G*kH*kW)
-    out = kernels @ cols  # (G, C_out/G, C_in/G*kH*kW) @ (N, G, C_in/G*kH*kW, L) -> (N, G, C_out/G, L)
-    out = out.view(N, C_out, H_out, W_out)  # (N, C_out, H_out, W_out)
+    out = kernels @ cols  # (G, C_out/G, C_in/G*kH*kW) @ (G, C_in/G*kH*kW, N*H_out*W_out) -> (G, C_out/G, N*H_out*W_out)
+    out = out.view(C_out, N, H_out, W_out).transpose(0, 1)  # (N, C_out, H_out, W_out), a view
     if b is not None:
         out = out + b.view(1, C_out, 1, 1)  # (N, C_out, H_out, W_out) + (1, C_out, 1, 1)
-    return out
+    return out.contiguous()  # (N, C_out, H_out, W_out), stored in that order
     # END SOLUTION
 
 
@@ -327,9 +328,10 @@ def conv2d_backward(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients of a loss through `conv2d(x, w, b, stride, padding, dilation, groups)`.
 
-    With the patches unfolded into columns, the forward pass is out = W @ cols + b, so
-        dW   = dout @ cols^T           (summed over the batch),
-        dcols = W^T @ dout,            and dx = fold(dcols): every patch entry sends its
+    With the patches unfolded into columns, one per output position of every image, the
+    forward pass is out = W @ cols + b, so
+        dW   = dout @ cols^T           (the product sums over every position of every image),
+        dcols = W^T @ dout,            and dx = dcols folded back: every patch entry sends its
                                        gradient back to the pixel it was copied from, and
                                        pixels shared by overlapping patches add them up,
         db   = dout summed over batch and positions.
@@ -347,11 +349,13 @@ def conv2d_backward(
     # from here on stride and dilation are pairs of ints; padding is a pair (pH, pW) or "same" ("valid" is (0, 0))
     _check_grad_output("conv2d_backward", dout, (x.shape[0], w.shape[0], *out_shape))
     # BEGIN SOLUTION 2.5: Backward pass of the 2D convolution
-    # HINT: recompute the columns as in conv2d. F.fold is the adjoint of F.unfold: it adds each
-    # HINT: column entry back onto the pixel it came from, summing where windows overlap.
-    # HINT: fold onto the padded image, then crop the padding away.
+    # HINT: recompute the columns as in conv2d. Every column entry is a copy of one input pixel, so
+    # HINT: each tap (i, j) of the kernel sends its gradient back to the pixels it read: add it onto
+    # HINT: a strided slice of the padded image (overlapping windows add up), then crop the padding.
+    # HINT: (F.fold does this for per-image columns; a loop over the kH*kW taps is fine.)
     N, C_in, H, W = x.shape
     C_out, kH, kW = w.shape[0], w.shape[2], w.shape[3]
+    H_out, W_out = out_shape
     (sH, sW), (dH, dW) = stride, dilation
     if padding == "same":
         pad_h, pad_w = dH * (kH - 1), dW * (kW - 1)
@@ -359,17 +363,26 @@ def conv2d_backward(
         pad_bottom, pad_right = pad_h - pad_top, pad_w - pad_left
     else:
         (pad_top, pad_left), (pad_bottom, pad_right) = padding, padding
-    x_pad = F.pad(x, (pad_left, pad_right, pad_top, pad_bottom))  # (N, C_in, H_pad, W_pad)
-    L = dout.shape[2] * dout.shape[3]
+    x, w, dout = x.detach(), w.detach(), dout.detach()  # gradients by hand: nothing for autograd to record
+    x_pad = F.pad(x, (pad_left, pad_right, pad_top, pad_bottom))  # (N, C_in, H_pad, W_pad), a copy of x
     windows = x_pad.unfold(2, dH * (kH - 1) + 1, sH).unfold(3, dW * (kW - 1) + 1, sW)[..., ::dH, ::dW]  # (N, C_in, H_out, W_out, kH, kW)
-    cols = windows.permute(0, 1, 4, 5, 2, 3).reshape(N, groups, -1, L)  # (N, G, C_in/G*kH*kW, L)
-    grad = dout.reshape(N, groups, C_out // groups, L)  # (N, G, C_out/G, L)
+    cols = windows.permute(1, 4, 5, 0, 2, 3).reshape(groups, -1, N * H_out * W_out)  # (G, C_in/G*kH*kW, N*L), L = H_out*W_out
+    grad = dout.transpose(0, 1).reshape(groups, C_out // groups, N * H_out * W_out)  # (G, C_out/G, N*L)
     w_mat = w.reshape(groups, C_out // groups, -1)  # (G, C_out/G, C_in/G*kH*kW)
-    dw = (grad @ cols.transpose(2, 3)).sum(dim=0)  # (N, G, C_out/G, L) @ (N, G, L, C_in/G*kH*kW) -> (G, C_out/G, C_in/G*kH*kW)
+    dw = grad @ cols.transpose(1, 2)  # (G, C_out/G, N*L) @ (G, N*L, C_in/G*kH*kW) -> (G, C_out/G, C_in/G*kH*kW), summed over the batch
     dw = dw.reshape(w.shape)  # (C_out, C_in/G, kH, kW)
-    dcols = w_mat.transpose(1, 2) @ grad  # (G, C_in/G*kH*kW, C_out/G) @ (N, G, C_out/G, L) -> (N, G, C_in/G*kH*kW, L)
-    dcols = dcols.reshape(N, C_in * kH * kW, L)  # (N, C_in*kH*kW, L)
-    dx_pad = F.fold(dcols, x_pad.shape[2:], (kH, kW), dilation=dilation, stride=stride)  # (N, C_in, H_pad, W_pad)
+    # dw was the last use of cols, and dcols has its shape: write it there instead of allocating as
+    # much memory again (56 MB on AlexNet's conv2; fresh memory costs a page fault every 4 KiB).
+    # cols never shares memory with x: it is our copy, or a view of the padded copy x_pad.
+    dcols = torch.matmul(w_mat.transpose(1, 2), grad, out=cols)  # (G, C_in/G*kH*kW, C_out/G) @ (G, C_out/G, N*L) -> (G, C_in/G*kH*kW, N*L)
+    dcols = dcols.view(C_in, kH, kW, N, H_out, W_out)  # (C_in, kH, kW, N, H_out, W_out)
+    dx_pad = torch.zeros_like(x_pad)  # (N, C_in, H_pad, W_pad)
+    for i in range(kH):
+        for j in range(kW):
+            # tap (i, j) read x_pad[:, :, i*dH + h*sH, j*dW + w*sW] for output position (h, w)
+            rows = slice(i * dH, i * dH + sH * (H_out - 1) + 1, sH)
+            columns = slice(j * dW, j * dW + sW * (W_out - 1) + 1, sW)
+            dx_pad[:, :, rows, columns] += dcols[:, i, j].transpose(0, 1)  # (N, C_in, H_out, W_out)
     dx = dx_pad[:, :, pad_top : pad_top + H, pad_left : pad_left + W]  # (N, C_in, H, W)
     db = dout.sum(dim=(0, 2, 3))  # (C_out,)
     return dx, dw, db

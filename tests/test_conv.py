@@ -432,6 +432,37 @@ def test_conv2d_backward_passes_gradcheck(conv, x_shape, w_shape, options):
 
 
 @pytest.mark.ex2_5
+@pytest.mark.parametrize(
+    "x_shape, w_shape, options",
+    [
+        ((1, 3, 4, 5), (2, 3, 1, 1), {}),  # a 1x1 kernel on one image: the columns are the input itself
+        ((2, 4, 6, 6), (4, 2, 3, 3), {"stride": 2, "padding": 1, "groups": 2}),
+    ],
+    ids=["1x1-kernel-one-image", "strided-grouped"],
+)
+def test_conv2d_backward_leaves_its_inputs_unchanged(conv, x_shape, w_shape, options):
+    x, w = _randn(*x_shape, seed=22), _randn(*w_shape, seed=23)
+    dout = _randn(*F.conv2d(x, w, **options).shape, seed=24)
+    copies = [t.clone() for t in (dout, x, w)]
+    dx, _, _ = conv.conv2d_backward(dout, x, w, **options)
+    for before, after, name in zip(copies, (dout, x, w), ("dout", "x", "w")):
+        assert torch.equal(before, after), f"conv2d_backward changed its argument {name}: work on copies (or new tensors)"
+    assert_close(dx, _torch_conv2d_backward(dout, x, w, **options)[0], "dx")
+
+
+
+@pytest.mark.ex2_5
+def test_conv2d_backward_accepts_inputs_that_require_grad(conv):
+    # in a notebook, x and w often come straight from a comparison with autograd
+    x, w = _randn(2, 3, 6, 6, seed=25, requires_grad=True), _randn(4, 3, 3, 3, seed=26, requires_grad=True)
+    out = F.conv2d(x, w, padding=1)
+    dout = _randn(*out.shape, seed=27)
+    dx, dw, _ = conv.conv2d_backward(dout, x, w, padding=1)
+    want_dx, want_dw = torch.autograd.grad(out, (x, w), dout)
+    assert_close(dx, want_dx, "dx when x requires grad")
+    assert_close(dw, want_dw, "dw when w requires grad")
+
+@pytest.mark.ex2_5
 def test_conv2d_backward_has_no_python_loop_over_positions(conv):
     w = _randn(4, 2, 3, 2, seed=21)
 
@@ -443,7 +474,7 @@ def test_conv2d_backward_has_no_python_loop_over_positions(conv):
     small, large = _calls_on_small_and_large_inputs(run, 6, 30)
     assert large <= small + 2, (
         f"conv2d_backward called {small} torch operations on a 6x7 image but {large} on 30x31: it "
-        "should handle every position at once (matmuls and F.fold), not loop over them"
+        "should handle every position at once (matmuls, then F.fold or a loop over the kernel taps), not loop over them"
     )
 
 
