@@ -24,21 +24,14 @@ Results: benchmarks/results/alexnet-throughput-<gpu name>.json (never written fo
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import re
 import statistics
 import sys
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+import torch
+from reporting import RESULTS_DIR, device_name, device_slug, save_json, utc_timestamp
+
 os.environ.setdefault("LABS_IMPL", "solutions")  # the reference model unless told otherwise
-
-import torch  # noqa: E402
-
-RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 TARGET_SPEEDUP, TARGET_IMAGES_PER_S = 4.0, 25_000
 
 
@@ -124,11 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         print("(CPU smoke test: nothing saved)")
         return 0
 
-    name = torch.cuda.get_device_name(device)
     report = {
         "benchmark": "alexnet-throughput",
         "device": describe(device),
-        "device_name": name,
+        "device_name": device_name(device),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version(),
@@ -139,13 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         "speedup": round(speedup, 2),
         "targets": {"speedup": TARGET_SPEEDUP, "images_per_s": TARGET_IMAGES_PER_S},
         "meets_targets": speedup >= TARGET_SPEEDUP and results[-1]["images_per_s"] >= TARGET_IMAGES_PER_S,
-        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": utc_timestamp(),
     }
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    path = RESULTS_DIR / f"alexnet-throughput-{slug}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"saved {path.relative_to(REPO_ROOT)}")
+    save_json(RESULTS_DIR / f"alexnet-throughput-{device_slug(device)}.json", report)
     return 0
 
 

@@ -19,22 +19,14 @@ name, torch version, threads) and a table is printed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
-import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
-RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+from reporting import REPO_ROOT, RESULTS_DIR, device_name, save_json, utc_timestamp
 
 # name, (C_in, H, W), (C_out, kernel, stride, padding, groups), family
 LAYERS = [
@@ -138,12 +130,6 @@ def bench_naive(conv, device: torch.device, repeats: int, batch: int) -> dict:
     }
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine()
-
-
 def run(conv, device: torch.device, quick: bool, repeats: int) -> dict:
     lenet_batch, alexnet_batch = (QUICK_BATCHES if quick else BATCHES)[device.type]
     rows = []
@@ -162,7 +148,7 @@ def run(conv, device: torch.device, quick: bool, repeats: int) -> dict:
         "impl": os.environ.get("LABS_IMPL", "labs"),
         "quick": quick,
         "repeats": repeats,
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": utc_timestamp(),
         "load_average": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "note": (
             "one step = forward + backward; ours = conv2d + conv2d_backward, torch = F.conv2d + autograd; "
@@ -222,10 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run(conv, device, args.quick, repeats)
         print_table(result)
         if out_dir is not None:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            path = out_dir / f"conv-{device.type}.json"
-            path.write_text(json.dumps(result, indent=2) + "\n")
-            print(f"saved {path}")
+            save_json(out_dir / f"conv-{device.type}.json", result)
     return 0
 
 

@@ -25,29 +25,14 @@ Results: benchmarks/results/lenet-time-to-accuracy-<device>[-mnist-<N>k].json.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
-import re
 import sys
 import time
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+import torch
+from reporting import RESULTS_DIR, device_name, device_slug, save_json, utc_timestamp
+
 os.environ.setdefault("LABS_IMPL", "solutions")  # the reference model unless told otherwise
-
-import torch  # noqa: E402
-
-RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
-
-
-def device_slug(device: torch.device) -> str:
-    """"cpu", or the GPU's name in lower case with dashes: "nvidia-h100-80gb-hbm3"."""
-    if device.type != "cuda":
-        return device.type
-    return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower()).strip("-")
 
 
 def run(device: torch.device, target: float | None, max_epochs: int, seed: int, compile_model: bool) -> dict:
@@ -111,11 +96,11 @@ def run(device: torch.device, target: float | None, max_epochs: int, seed: int, 
         "recipe": {"model": "LeNet5(relu, max)", "optimizer": "AdamW(wd=1e-4)", "schedule": f"one-cycle over {epochs} epochs",
                    "batch_size": batch, "max_lr": lr, "shift_px": 2, "bf16": cuda, "channels_last": cuda, "compile": compile_model},
         "device": describe(device),
-        "device_name": torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine(),
+        "device_name": device_name(device),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "load_average": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
-        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": utc_timestamp(),
     }
 
 
@@ -161,10 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             print("(quick mode: nothing saved)")
             continue
         suffix = "" if result["train_images"] == 60_000 else f"-mnist-{result['train_images'] // 1000}k"
-        path = RESULTS_DIR / f"lenet-time-to-accuracy-{device_slug(device)}{suffix}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"saved {path.relative_to(REPO_ROOT)}")
+        save_json(RESULTS_DIR / f"lenet-time-to-accuracy-{device_slug(device)}{suffix}.json", result)
     return 0
 
 

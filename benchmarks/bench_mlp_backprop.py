@@ -20,21 +20,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+import torch
+import torch.nn.functional as F
+from reporting import RESULTS_DIR, save_json
 
 
 def autograd_step(params, X, y, lr):
@@ -169,10 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{result['ratio_hand_over_autograd']:>14.2f}"
         )
         if not args.no_save:
-            RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-            path = RESULTS_DIR / f"mlp-backprop-{device.type}.json"
-            path.write_text(json.dumps(result, indent=2) + "\n")
-            print(f"  saved {path.relative_to(REPO_ROOT)}")
+            save_json(RESULTS_DIR / f"mlp-backprop-{device.type}.json", result, prefix="  ")
     return 0
 
 
