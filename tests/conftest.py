@@ -10,7 +10,10 @@ Tests of the provided code around an exercise (its input checks) also carry `pro
 they run with the exercise but earn no points, since the stubs contain that code too.
 Tests receive the exercise module through a fixture (`mlp`, `conv`, ...) rather than a
 top-level import: a module that fails to import then fails its own tests with the error,
-instead of stopping the whole run.
+instead of stopping the whole run. When the grader runs the tests (`python -m labs grade`),
+the fixtures hand out proxies instead: the student's code runs in a confined worker process
+and only data comes back (labs/provided/remote.py). Tests therefore treat what a module
+returns as data, and reach autograd inside the student's code through `tests.helpers.in_worker`.
 """
 
 from __future__ import annotations
@@ -77,32 +80,35 @@ def _graded_tests_run_on_one_thread(request):
     torch.set_num_threads(threads)
 
 
-def _exercise_module(name: str):
+def _exercise_module(config: pytest.Config, name: str):
+    workers = config.pluginmanager.get_plugin("grading-workers")
+    if workers is not None:  # grading: the student's code runs in a worker, seen through a proxy
+        return workers.module(name)
     return importlib.import_module(f"labs.{name}")
 
 
 @pytest.fixture(scope="session")
-def basics():
+def basics(pytestconfig):
     """The module under test for lab 1's basics: labs/basics.py (or solutions/basics.py)."""
-    return _exercise_module("basics")
+    return _exercise_module(pytestconfig, "basics")
 
 
 @pytest.fixture(scope="session")
-def mlp():
+def mlp(pytestconfig):
     """The module under test for lab 1's backpropagation: labs/mlp.py (or solutions/mlp.py)."""
-    return _exercise_module("mlp")
+    return _exercise_module(pytestconfig, "mlp")
 
 
 @pytest.fixture(scope="session")
-def conv():
+def conv(pytestconfig):
     """The module under test for lab 2: labs/conv.py (or solutions/conv.py)."""
-    return _exercise_module("conv")
+    return _exercise_module(pytestconfig, "conv")
 
 
 @pytest.fixture(scope="session")
-def models():
+def models(pytestconfig):
     """The module under test for labs 3 and 4: labs/models.py (or solutions/models.py)."""
-    return _exercise_module("models")
+    return _exercise_module(pytestconfig, "models")
 
 
 @pytest.fixture(scope="session")

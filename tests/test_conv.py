@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from tests.helpers import assert_close
+from labs.provided import probes
+from tests.helpers import assert_close, in_worker
 
 F64 = torch.float64
 
@@ -44,28 +45,6 @@ def _torch_conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1
         b = torch.zeros(w.shape[0], dtype=w.dtype, device=w.device, requires_grad=True)
         out = F.conv2d(x, w, b, stride, padding, dilation, groups)
         return torch.autograd.grad(out, (x, w, b), dout)
-
-
-class _CountTorchCalls(torch.overrides.TorchFunctionMode):
-    """Counts the torch functions and tensor methods called inside `with`: a vectorized function
-    calls as many on a large input as on a small one; a Python loop over positions calls more."""
-
-    def __init__(self):
-        super().__init__()
-        self.calls = 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        self.calls += 1
-        return func(*args, **(kwargs or {}))
-
-
-def _calls_on_small_and_large_inputs(run, small, large):
-    counts = []
-    for size in (small, large):
-        with _CountTorchCalls() as counter:
-            run(size)
-        counts.append(counter.calls)
-    return counts
 
 
 class _TorchConvWithYourBackward(torch.autograd.Function):
@@ -193,7 +172,7 @@ def test_conv1d_matches_torch_on_random_shapes(conv, n, c_in, c_out, kernel, ext
 @pytest.mark.ex2_2
 def test_conv1d_has_no_python_loop_over_positions(conv):
     w = _randn(4, 3, 3, seed=7)
-    small, large = _calls_on_small_and_large_inputs(lambda length: conv.conv1d(_randn(2, 3, length), w, padding="same"), 8, 64)
+    small, large = (in_worker(probes.count_torch_calls, conv.conv1d, _randn(2, 3, length), w, padding="same") for length in (8, 64))
     assert large <= small + 2, (
         f"conv1d called {small} torch operations on a signal of length 8 but {large} on length 64: "
         "it should handle every position at once (Tensor.unfold, einsum), not loop over them"
@@ -343,11 +322,8 @@ def test_conv2d_keeps_float32_and_accepts_non_contiguous_input(conv):
 @pytest.mark.ex2_4
 def test_conv2d_has_no_python_loop_over_positions(conv):
     w = _randn(4, 2, 3, 2, seed=14)
-
-    def run(size):
-        conv.conv2d(_randn(2, 4, size, size + 1), w, stride=(1, 2), padding=1, dilation=(2, 1), groups=2)
-
-    small, large = _calls_on_small_and_large_inputs(run, 6, 30)
+    options = {"stride": (1, 2), "padding": 1, "dilation": (2, 1), "groups": 2}
+    small, large = (in_worker(probes.count_torch_calls, conv.conv2d, _randn(2, 4, size, size + 1), w, **options) for size in (6, 30))
     assert large <= small + 2, (
         f"conv2d called {small} torch operations on a 6x7 image but {large} on 30x31: it should "
         "handle every position at once (unfold the windows, then one matmul), not loop over them"
@@ -465,13 +441,14 @@ def test_conv2d_backward_accepts_inputs_that_require_grad(conv):
 @pytest.mark.ex2_5
 def test_conv2d_backward_has_no_python_loop_over_positions(conv):
     w = _randn(4, 2, 3, 2, seed=21)
+    options = {"stride": (2, 1), "padding": "valid", "groups": 2}
 
-    def run(size):
+    def count(size):
         x = _randn(2, 4, size, size + 1)
-        dout = _randn(*F.conv2d(x, w, stride=(2, 1), padding="valid", groups=2).shape)
-        conv.conv2d_backward(dout, x, w, stride=(2, 1), padding="valid", groups=2)
+        dout = _randn(*F.conv2d(x, w, **options).shape)
+        return in_worker(probes.count_torch_calls, conv.conv2d_backward, dout, x, w, **options)
 
-    small, large = _calls_on_small_and_large_inputs(run, 6, 30)
+    small, large = count(6), count(30)
     assert large <= small + 2, (
         f"conv2d_backward called {small} torch operations on a 6x7 image but {large} on 30x31: it "
         "should handle every position at once (matmuls, then F.fold or a loop over the kernel taps), not loop over them"
@@ -685,17 +662,17 @@ def test_conv2d_module_matches_nn_conv2d_values_and_gradients(torch_conv, case):
     reference = nn.Conv2d(in_channels, out_channels, kernel_size, **options).double()
     reference.load_state_dict(ours.state_dict())
     x = _randn(2, in_channels, 7, 8, seed=32, requires_grad=True)
-    x_ref = x.detach().clone().requires_grad_()
-    out, expected = ours(x), reference(x_ref)
-    assert_close(out, expected, "Conv2d output")
+    expected = reference(x)
     dout = _randn(*expected.shape, seed=33)
-    out.backward(dout)
     expected.backward(dout)
-    assert_close(x.grad, x_ref.grad, "Conv2d input gradient")
-    assert_close(ours.weight.grad, reference.weight.grad, "Conv2d weight gradient")
+    result = in_worker(probes.forward_backward, ours, (x.detach().requires_grad_(),), dout)  # out = ours(x); out.backward(dout)
+    assert_close(result["output"], expected, "Conv2d output")
+    assert_close(result["input_grads"][0], x.grad, "Conv2d input gradient")
+    grads = result["parameter_grads"]
+    assert_close(grads["weight"], reference.weight.grad, "Conv2d weight gradient")
     if reference.bias is not None:
-        assert ours.bias.grad is not None, "the bias got no gradient: backward should return db for it"
-        assert_close(ours.bias.grad, reference.bias.grad, "Conv2d bias gradient")
+        assert grads.get("bias") is not None, "the bias got no gradient: backward should return db for it"
+        assert_close(grads["bias"], reference.bias.grad, "Conv2d bias gradient")
 
 
 @pytest.mark.ex2_8
@@ -713,7 +690,7 @@ def test_conv2d_module_calls_your_conv2d_forward_and_conv2d_backward(conv, monke
     monkeypatch.setattr(conv, "conv2d", spy_forward)
     monkeypatch.setattr(conv, "conv2d_backward", spy_backward)
     layer = conv.Conv2d(2, 3, 3, padding=1).double()
-    layer(_randn(1, 2, 5, 5, seed=34)).sum().backward()
+    in_worker(probes.forward_backward, layer, (_randn(1, 2, 5, 5, seed=34),), torch.ones(1, 3, 5, 5, dtype=F64))  # layer(x).sum().backward()
     assert calls == ["conv2d", "conv2d_backward"], (
         f"Conv2d should compute its forward with conv2d and its backward with conv2d_backward "
         f"(through Conv2dFunction), once each; the calls were {calls}"
@@ -722,14 +699,21 @@ def test_conv2d_module_calls_your_conv2d_forward_and_conv2d_backward(conv, monke
 
 @pytest.mark.ex2_8
 @pytest.mark.parametrize("bias", [True, False])
-def test_conv2d_function_passes_gradcheck(torch_conv, bias):
+def test_conv2d_function_gradients_match_autograd_for_every_input(torch_conv, bias):
+    # conv2d and conv2d_backward are torch's here: this checks Conv2dFunction's wiring (what it saves,
+    # which gradient goes to which input, None for the options) in float64.
     x, w = _randn(2, 4, 5, 6, seed=35, requires_grad=True), _randn(6, 2, 3, 2, seed=36, requires_grad=True)
     b = _randn(6, seed=37, requires_grad=True) if bias else None
-
-    def function(x, w, b):
-        return torch_conv.Conv2dFunction.apply(x, w, b, (2, 1), 1, (1, 2), 2)
-
-    assert torch.autograd.gradcheck(function, (x, w, b), eps=1e-6, atol=1e-7)
+    options = ((2, 1), 1, (1, 2), 2)  # stride, padding, dilation, groups
+    expected = F.conv2d(x, w, b, *options)
+    dout = _randn(*expected.shape, seed=38)
+    want = torch.autograd.grad(expected, [t for t in (x, w, b) if t is not None], dout)
+    inputs = tuple(t.detach().requires_grad_() if t is not None else None for t in (x, w, b))
+    result = in_worker(probes.forward_backward, torch_conv.Conv2dFunction.apply, (*inputs, *options), dout)
+    assert_close(result["output"], expected, "Conv2dFunction.apply output")
+    for got, wanted, name in zip(result["input_grads"], want, ("x", "w", "b")):
+        assert got is not None, f"Conv2dFunction gives no gradient for {name}"
+        assert_close(got, wanted, f"Conv2dFunction gradient for {name}")
 
 
 @pytest.mark.ex2_8
@@ -739,14 +723,9 @@ def test_conv2d_module_learns_the_edge_kernel_by_gradient_descent(torch_conv):
     images = torch.rand(16, 1, 6, 6, dtype=F64)
     targets = F.conv2d(images, _t([[[[-1, 1]]]]))
     layer = torch_conv.Conv2d(1, 1, (1, 2), bias=False).double()
-    optimizer = torch.optim.SGD(layer.parameters(), lr=1.0)
-    for _ in range(100):
-        optimizer.zero_grad()
-        loss = F.mse_loss(layer(images), targets)
-        loss.backward()
-        optimizer.step()
-    assert loss.item() < 1e-8, f"training should fit the edge kernel exactly, final loss {loss.item():.3g}"
-    assert_close(layer.weight.detach(), _t([[[[-1, 1]]]]), "learned kernel", atol=1e-3)
+    loss, parameters = in_worker(probes.fit_mse, layer, images, targets, lr=1.0, steps=100)  # torch.optim.SGD
+    assert loss < 1e-8, f"training should fit the edge kernel exactly, final loss {loss:.3g}"
+    assert_close(parameters["weight"], _t([[[[-1, 1]]]]), "learned kernel", atol=1e-3)
 
 
 @pytest.mark.ex2_8

@@ -3,17 +3,20 @@
 AlexNet has 61 million parameters, so these tests build it as rarely as they can: parameter
 counts on PyTorch's "meta" device (shapes without memory), one shared model for the checks
 that only read it, one forward pass at the paper's 227x227 and small images elsewhere.
+
+During grading a model lives in the worker that runs the student's code: the tests read its
+outputs and weights as data, and anything that needs autograd through it (gradients, training
+steps) runs there through `in_worker` and a probe.
 """
 
 import math
-import types
 
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from tests.helpers import assert_close
+from labs.provided import probes, references
+from tests.helpers import assert_close, in_worker
 
 # ---------------------------------------------------------------- 3.1 LeNet-5
 
@@ -28,23 +31,12 @@ LENET_SHAPES = {  # LeCun et al. 1998, Fig. 2, for one 1x32x32 image
 }
 
 
-class _TorchConv2dFunction:
-    """Stands in for lab 2's Conv2dFunction (exercises 2.4, 2.5, 2.8) with F.conv2d and autograd,
-    so that a mistake in lab 2 costs lab 2's points only. Counts its calls."""
-
-    calls = 0
-
-    @staticmethod
-    def apply(x, weight, bias, stride, padding, dilation, groups):
-        _TorchConv2dFunction.calls += 1
-        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
-
-
 @pytest.fixture
 def lab_conv(conv, monkeypatch):
-    """labs.conv with its Conv2d computed by torch: LeNet5(conv="lab") then needs only lab 2's provided code."""
-    monkeypatch.setattr(conv, "Conv2dFunction", _TorchConv2dFunction)
-    _TorchConv2dFunction.calls = 0
+    """labs.conv with its Conv2d computed by torch (F.conv2d and autograd, counting its calls), so that
+    LeNet5(conv="lab") needs only lab 2's provided code and a mistake in lab 2 costs lab 2's points only."""
+    monkeypatch.setattr(conv, "Conv2dFunction", references.TorchConv2dFunction)
+    in_worker(probes.reset_reference_calls, conv)
     return conv
 
 
@@ -67,19 +59,6 @@ def _lenet_reference(state: dict, x: torch.Tensor, activation: str, pooling: str
     h = act(F.conv2d(h, c5, state["c5.bias"])).flatten(1)  # (N, 120)
     h = act(F.linear(h, state["f6.weight"], state["f6.bias"]))  # (N, 84)
     return F.linear(h, state["output.weight"], state["output.bias"])  # (N, 10)
-
-
-def _sgd_step(net: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float) -> float:
-    """One step of plain gradient descent on the cross-entropy; returns the loss before it.
-
-    Written out rather than torch.optim.SGD, whose first use imports torch._dynamo (seconds)."""
-    net.zero_grad()
-    loss = F.cross_entropy(net(x), y)
-    loss.backward()
-    with torch.no_grad():
-        for p in net.parameters():
-            p -= lr * p.grad
-    return loss.item()
 
 
 @pytest.mark.ex3_1
@@ -120,9 +99,8 @@ def test_lenet5_by_hand_with_averaging_weights(models, activation):
     # inputs, and pooling a constant map keeps it, so a blank image of ones stays constant.
     # ReLU keeps 1 everywhere; tanh follows C1, C3, C5 and F6: tanh(tanh(tanh(tanh(1)))) = 0.5127.
     net = models.LeNet5(activation=activation, pooling="max")
-    with torch.no_grad():
-        for p in net.parameters():
-            p.fill_(1.0 / p[0].numel() if p.dim() > 1 else 0.0)
+    averaging = {name: torch.full_like(p, 1.0 / p[0].numel()) if p.dim() > 1 else torch.zeros_like(p) for name, p in net.state_dict().items()}
+    net.load_state_dict(averaging)
     expected = 1.0 if activation == "relu" else math.tanh(math.tanh(math.tanh(math.tanh(1.0))))
     with torch.no_grad():
         logits = net(torch.ones(2, 1, 32, 32))
@@ -148,17 +126,18 @@ def test_lenet5_with_lab_conv_matches_torch_conv(models, lab_conv, pooling):
     torch.manual_seed(0)
     reference = models.LeNet5(pooling=pooling, conv="torch")
     net = models.LeNet5(pooling=pooling, conv="lab")
-    convs = [m for m in net.modules() if isinstance(m, lab_conv.Conv2d)]
+    convs = in_worker(probes.count_modules, net, lab_conv.Conv2d)
     expected_convs = 5 if pooling == "stride" else 3
-    assert len(convs) == expected_convs, f"LeNet5(conv='lab', pooling={pooling!r}) should hold {expected_convs} lab Conv2d layers, found {len(convs)}"
+    assert convs == expected_convs, f"LeNet5(conv='lab', pooling={pooling!r}) should hold {expected_convs} lab Conv2d layers, found {convs}"
     net.load_state_dict(reference.state_dict())
     x = torch.randn(4, 1, 32, 32)
     out, expected = net(x), reference(x)
-    assert _TorchConv2dFunction.calls == expected_convs, f"a forward pass of LeNet5(conv='lab') should call lab 2's Conv2d {expected_convs} times, called it {_TorchConv2dFunction.calls}"
+    calls = in_worker(probes.reference_calls, lab_conv)["Conv2dFunction"]
+    assert calls == expected_convs, f"a forward pass of LeNet5(conv='lab') should call lab 2's Conv2d {expected_convs} times, called it {calls}"
     assert_close(out, expected, "LeNet5(conv='lab') logits")
-    out.square().sum().backward()
-    expected.square().sum().backward()
-    assert_close(net.c1.weight.grad, reference.c1.weight.grad, "gradient of c1's weight with conv='lab'")
+    dout = 2 * expected.detach()  # the gradient of expected.square().sum()
+    ours, theirs = in_worker(probes.forward_backward, net, (x,), dout), in_worker(probes.forward_backward, reference, (x,), dout)
+    assert_close(ours["parameter_grads"]["c1.weight"], theirs["parameter_grads"]["c1.weight"], "gradient of c1's weight with conv='lab'")
 
 
 @pytest.mark.ex3_1
@@ -171,8 +150,9 @@ def test_lenet5_every_option_combination_builds_and_runs(models, lab_conv):
                 logits = net(x)
                 what = f"LeNet5(num_classes=7, activation={activation!r}, pooling={pooling!r}, conv={conv!r})"
                 assert logits.shape == (2, 7), f"{what} gave logits of shape {tuple(logits.shape)}, expected (2, 7)"
-                logits.sum().backward()
-                assert all(p.grad is not None for p in net.parameters()), f"{what}: some parameters get no gradient"
+                grads = in_worker(probes.forward_backward, net, (x,), torch.ones(2, 7))["parameter_grads"]  # logits.sum()
+                missing = [name for name, grad in grads.items() if grad is None]
+                assert not missing, f"{what}: some parameters get no gradient: {missing}"
 
 
 @pytest.mark.ex3_1
@@ -181,7 +161,7 @@ def test_lenet5_training_steps_lower_the_loss(models):
     torch.manual_seed(0)
     x, y = torch.randn(32, 1, 32, 32, generator=g), torch.randint(0, 10, (32,), generator=g)
     net = models.LeNet5()
-    losses = [_sgd_step(net, x, y, lr=0.1) for _ in range(5)]
+    losses = in_worker(probes.sgd_losses, net, x, y, lr=0.1, steps=5)
     assert losses[-1] < losses[0], f"five gradient steps on one batch should lower the loss, got {[round(v, 3) for v in losses]}"
 
 
@@ -254,7 +234,7 @@ def _alexnet_reference(net, x: torch.Tensor) -> dict[str, torch.Tensor]:
     return expected
 
 
-def _layer_inputs(net: nn.Module, x: torch.Tensor, names) -> dict[str, torch.Tensor]:
+def _layer_inputs(net, x: torch.Tensor, names) -> dict[str, torch.Tensor]:
     """Run net(x) and return {name: the input the layer `name` received}, and the output."""
     seen = {}
     hooks = [getattr(net, name).register_forward_pre_hook(lambda module, inputs, name=name: seen.setdefault(name, inputs[0])) for name in names]
@@ -332,36 +312,6 @@ def test_alexnet_matches_a_functional_reference_with_the_papers_lrn(alexnet):
         assert_close(actual[name], value, what, rtol=1e-4, atol=1e-5)
 
 
-def _cross_tower_gradient(net: nn.Module, x: torch.Tensor, after: str, before: str) -> tuple[float, float]:
-    """Largest |gradient| of one tower's half of `before`'s input w.r.t. the other tower's half of `after`'s output.
-
-    Returns (tower 0 from tower 1, tower 1 from tower 0); both 0.0 when nothing crosses.
-    """
-    seen = {}
-
-    def replace(module, inputs, output):
-        seen["after"] = output.detach().requires_grad_()
-        return seen["after"].clone()  # a non-leaf, so that an in-place ReLU is allowed
-
-    def capture(module, inputs):
-        seen["before"] = inputs[0]
-
-    hooks = [getattr(net, after).register_forward_hook(replace), getattr(net, before).register_forward_pre_hook(capture)]
-    try:
-        net(x)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    start, end = seen["after"], seen["before"]
-    half_in, half_out = start.shape[1] // 2, end.shape[1] // 2
-    weights = torch.randn(end.shape, generator=torch.Generator().manual_seed(0))  # no accidental cancellations
-    largest = []
-    for tower_out, other_in in ((slice(0, half_out), slice(half_in, None)), (slice(half_out, None), slice(0, half_in))):
-        (grad,) = torch.autograd.grad((end * weights)[:, tower_out].sum(), start, retain_graph=True)
-        largest.append(grad[:, other_in].abs().max().item())
-    return largest[0], largest[1]
-
-
 @pytest.mark.ex4_1
 @pytest.mark.parametrize(
     "after, before, layers",
@@ -374,7 +324,7 @@ def _cross_tower_gradient(net: nn.Module, x: torch.Tensor, after: str, before: s
 )
 def test_alexnet_towers_stay_apart_in_conv2_conv4_and_conv5(alexnet, after, before, layers):
     x = torch.randn(1, 3, 67, 67, generator=torch.Generator().manual_seed(2))
-    from_second, from_first = _cross_tower_gradient(alexnet, x, after, before)
+    from_second, from_first = in_worker(probes.cross_tower_gradient, alexnet, x, after, before)
     assert from_second == 0 and from_first == 0, (
         f"with groups=2 the towers must not mix in {layers} (from {after}'s output to {before}'s input): one tower's "
         f"outputs depend on the other's inputs (largest gradients {from_second:.3g} and {from_first:.3g}); "
@@ -386,7 +336,7 @@ def test_alexnet_towers_stay_apart_in_conv2_conv4_and_conv5(alexnet, after, befo
 @pytest.mark.parametrize("after, before, layer", [("conv2", "conv4", "conv3"), ("conv5", "fc7", "fc6"), ("fc6", "fc8", "fc7")])
 def test_alexnet_towers_meet_in_conv3_and_the_fully_connected_layers(alexnet, after, before, layer):
     x = torch.randn(1, 3, 67, 67, generator=torch.Generator().manual_seed(3))
-    from_second, from_first = _cross_tower_gradient(alexnet, x, after, before)
+    from_second, from_first = in_worker(probes.cross_tower_gradient, alexnet, x, after, before)
     assert from_second > 0 and from_first > 0, (
         f"{layer} should read both towers (as in the paper), but one tower's outputs ignore the other's inputs "
         f"(largest gradients {from_second:.3g} and {from_first:.3g}): {layer} takes no groups argument"
@@ -436,7 +386,7 @@ def test_alexnet_training_steps_lower_the_loss(models):
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(8, 3, 32, 32, generator=g), torch.randint(0, 10, (8,), generator=g)
     net = models.AlexNet(num_classes=10, dropout=0.0, small_inputs=True)
-    losses = [_sgd_step(net, x, y, lr=0.01) for _ in range(3)]
+    losses = in_worker(probes.sgd_losses, net, x, y, lr=0.01, steps=3)
     assert losses[-1] < losses[0], f"three gradient steps on one batch should lower the loss, got {[round(v, 4) for v in losses]}"
 
 
@@ -490,5 +440,7 @@ def test_alexnet_rejects_bad_options(models, option):
 @pytest.mark.ex4_1
 @pytest.mark.provided
 def test_two_tower_alexnet_needs_two_towers(models):
+    with torch.device("meta"):
+        one_tower = models.AlexNet(groups=1)
     with pytest.raises(ValueError, match="groups=2"):
-        models.TwoTowerAlexNet(types.SimpleNamespace(groups=1), devices=("cpu", "cpu"))
+        models.TwoTowerAlexNet(one_tower, devices=("cpu", "cpu"))

@@ -1,17 +1,21 @@
 """The autograder: `python -m labs grade`.
 
 It grades the exercise modules of `labs/` (or of a submission folder) with this repository's
-own tests, exercise by exercise:
+own tests, exercise by exercise, treating the code under test as untrusted:
 
-1. Build a fresh workspace: this repository's `labs/provided/` and graded `tests/`, plus the
-   exercise modules being graded (`basics.py`, `mlp.py`, `conv.py`, `models.py`). Test files
-   that come with a submission are never copied, so they change nothing.
-2. Run pytest there in a child process with `--impl labs` and a per-test time limit
-   (pytest-timeout). A plugin (`grading_plugin`) records each test as it finishes.
-3. If the child process dies (a crash, `os._exit`) or hangs past the limit, the test it was
-   running fails with that reason and the tests it never reached run in a new process, so
-   one broken exercise costs only its own points.
-4. Check that the graded code really came from the workspace (never from `solutions/`).
+1. Two folders are laid out. The trusted one (private to this user) holds a copy of the graded
+   `tests/` and of the provided code; the code folder holds the provided code and the
+   submission's exercise modules (`basics.py`, `mlp.py`, `conv.py`, `models.py`). Test files
+   that come with a submission are never copied.
+2. pytest runs the tests in a child process, in the trusted folder. It never imports the
+   student's code: the fixtures hand out proxies (remote.py), and each exercise's code runs in
+   a fresh worker process, confined by the operating system (sandbox.py): its own session,
+   resource limits, an unprivileged user when the grader is root, and on Linux Landlock, which
+   keeps it out of this checkout, the trusted folder and the network. Only data comes back.
+3. A worker that crashes, hangs past the per-test limit or floods its output costs the test
+   it was running; the next test gets a new worker. The whole run ends within a time budget.
+4. Results are computed here from the trusted side's records, after every process is gone,
+   and results.json is written atomically.
 
 Scoring: every test function is worth one point, shared among its parametrized cases; an
 exercise's points are the sum over its tests, so partial work earns partial credit. Tests
@@ -36,8 +40,11 @@ from pathlib import Path
 from labs import EXERCISE_MODULES
 from labs.provided.release import Exercise, load_catalog
 
+from labs.provided import sandbox
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-HANG_MARGIN = 30.0  # seconds past the per-test limit before a silent child process is killed
+HANG_MARGIN = 30.0  # seconds past the per-test limit before a silent test process is killed
+DEFAULT_TIME_BUDGET = 900.0  # seconds for a whole submission
 
 
 class GradingError(Exception):
@@ -156,32 +163,60 @@ def _find_module(folder: Path, module: str) -> Path | None:
     return None
 
 
-def build_workspace(source: Path, workspace: Path) -> list[str]:
-    """Lay out a workspace that grades the exercise modules found in `source`.
-
-    Returns the names of the exercise modules that `source` lacks (graded as missing).
-    """
-    tests_dir = REPO_ROOT / "tests"
-    if not (tests_dir / "conftest.py").is_file():
-        raise GradingError(f"the graded tests are missing: expected {tests_dir}/conftest.py")
+def find_modules(source: Path) -> dict[str, Path | None]:
+    """The exercise modules in `source` (directly or under labs/): {name: path or None}."""
     found = {module: _find_module(source, module) for module in EXERCISE_MODULES}
     if not any(found.values()):
         names = ", ".join(f"{m}.py" for m in EXERCISE_MODULES)
         raise GradingError(f"no exercise module ({names}) found in {source} or {source / 'labs'}")
-    shutil.copytree(REPO_ROOT / "labs", workspace / "labs", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return found
+
+
+def _copy_provided(target: Path) -> None:
+    shutil.copytree(REPO_ROOT / "labs", target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".backup"))
+
+
+def build_trusted_workspace(workspace: Path, extra_tests: Path | None = None) -> None:
+    """The graded tests and the provided code, for the pytest process that never runs student code.
+
+    Its exercise modules are replaced by a guard that fails loudly if anything imports one.
+    """
+    tests_dir = REPO_ROOT / "tests"
+    if not (tests_dir / "conftest.py").is_file():
+        raise GradingError(f"the graded tests are missing: expected {tests_dir}/conftest.py")
+    _copy_provided(workspace / "labs")
+    for module in EXERCISE_MODULES:
+        (workspace / "labs" / f"{module}.py").write_text(
+            f"raise ImportError('the grader never imports student code: labs.{module} runs in a worker')\n"
+        )
     (workspace / "tests").mkdir()
     for path in tests_dir.glob("*.py"):
         shutil.copy(path, workspace / "tests" / path.name)
+    if extra_tests is not None:
+        for path in sorted(Path(extra_tests).glob("test_*.py")):
+            shutil.copy(path, workspace / "tests" / f"test_hidden_{path.name.removeprefix('test_')}")
     for name in ("pyproject.toml", "conftest.py"):
         shutil.copy(REPO_ROOT / name, workspace / name)
+
+
+def build_code_folder(found: dict[str, Path | None], code: Path, source: Path) -> list[str]:
+    """The provided code and the submission's modules, readable by the worker's user.
+
+    Returns the names of the exercise modules that the submission lacks (graded as missing).
+    """
+    _copy_provided(code / "labs")
     missing = []
     for module, path in found.items():
-        target = workspace / "labs" / f"{module}.py"
+        target = code / "labs" / f"{module}.py"
         if path is None:
             missing.append(module)
-            target.write_text(f"raise ImportError({f'{module}.py is missing from the submission {source}'!r})\n")
+            target.write_text(f"raise ImportError({f'{module}.py is missing from the submission'!r})\n")
         else:
-            shutil.copy(path, target)
+            shutil.copyfile(path, target)
+    for folder, dirs, files in os.walk(code):
+        os.chmod(folder, 0o755)
+        for name in files:
+            os.chmod(Path(folder) / name, 0o644)
     return missing
 
 
@@ -200,13 +235,15 @@ def _read_events(path: Path) -> list[dict]:
     return events
 
 
-def _run_pytest(workspace: Path, marker_expr: str, timeout: float, only: list[str] | None, attempt: int) -> tuple[list[dict], str]:
+def _run_pytest(workspace: Path, code: Path, forbid: list[Path], marker_expr: str, timeout: float,
+                only: list[str] | None, attempt: int, deadline: float) -> tuple[list[dict], str]:
     """Run the graded tests once; return the plugin's events and how the process ended."""
     report = workspace / f"report-{attempt}.jsonl"
     command = [
         sys.executable, "-m", "pytest", "tests", "--impl", "labs", "-m", marker_expr,
         "-p", "labs.provided.grading_plugin", "--grading-report", str(report),
-        f"--timeout={timeout}", "-q", "--tb=no", "--show-capture=no", "--no-header",
+        "--grading-code", str(code), f"--grading-timeout={timeout}", *[f"--grading-forbid={p}" for p in forbid],
+        f"--timeout={timeout + HANG_MARGIN}", "-q", "--tb=no", "--show-capture=no", "--no-header",
         "-p", "no:cacheprovider", "-o", "addopts=--strict-markers",
     ]
     if only is not None:
@@ -216,11 +253,14 @@ def _run_pytest(workspace: Path, marker_expr: str, timeout: float, only: list[st
     env = {key: value for key, value in os.environ.items() if not key.startswith(("PYTEST_", "COV_"))}
     env.update(LABS_IMPL="labs", PYTHONPATH=str(workspace), PYTHONDONTWRITEBYTECODE="1")
     with open(workspace / f"pytest-{attempt}.log", "wb") as log:
-        process = subprocess.Popen(command, cwd=workspace, env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=workspace, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         started: dict[str, float] = {}
         seen = 0
         while process.poll() is None:
             time.sleep(0.2)
+            if time.monotonic() > deadline:
+                _stop(process)
+                return _read_events(report), "out of time"
             events = _read_events(report)
             for event in events[seen:]:
                 if event["event"] == "start":
@@ -228,11 +268,18 @@ def _run_pytest(workspace: Path, marker_expr: str, timeout: float, only: list[st
                 elif event["event"] == "result":
                     started.pop(event["nodeid"], None)
             seen = len(events)
-            if any(time.monotonic() - t > timeout + HANG_MARGIN for t in started.values()):
-                process.kill()
-                process.wait()
+            if any(time.monotonic() - t > timeout + 2 * HANG_MARGIN for t in started.values()):
+                _stop(process)
                 return _read_events(report), "hung"
+    sandbox.kill_group(process.pid)  # anything it left behind in its group
     return _read_events(report), f"exit code {process.returncode}"
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """End the test process with everything in its process group (the zygote among them)."""
+    sandbox.kill_group(process.pid)
+    process.kill()
+    process.wait()
 
 
 def _log_tail(workspace: Path, lines: int = 25) -> str:
@@ -242,13 +289,16 @@ def _log_tail(workspace: Path, lines: int = 25) -> str:
     return "\n".join(logs[-1].read_text(errors="replace").splitlines()[-lines:])
 
 
-def grade(source: str | Path | None = None, exercises: list[str] | None = None, timeout: float = 60.0) -> GradeReport:
+def grade(source: str | Path | None = None, exercises: list[str] | None = None, timeout: float = 60.0,
+          time_budget: float = DEFAULT_TIME_BUDGET, extra_tests: str | Path | None = None) -> GradeReport:
     """Grade the exercise modules in `source` (default: this repository's labs/).
 
     Args:
         source: a folder holding basics.py, mlp.py, conv.py, models.py (directly or under labs/).
         exercises: exercise ids to grade (default: all).
         timeout: seconds allowed per test.
+        time_budget: seconds allowed for the whole submission; tests not reached by then fail.
+        extra_tests: a folder of instructor-only test files (test_*.py), graded like the public ones.
 
     Raises:
         GradingError: grading could not run (no tests, unknown exercise id, tests that cannot be collected).
@@ -256,6 +306,8 @@ def grade(source: str | Path | None = None, exercises: list[str] | None = None, 
     source = Path(source) if source is not None else REPO_ROOT / "labs"
     if not source.is_dir():
         raise GradingError(f"submission folder {source} does not exist")
+    if extra_tests is not None and not Path(extra_tests).is_dir():
+        raise GradingError(f"extra tests folder {extra_tests} does not exist")
     catalog = load_catalog()
     known = {exercise.id: exercise for exercise in catalog}
     wanted = exercises or list(known)
@@ -263,40 +315,22 @@ def grade(source: str | Path | None = None, exercises: list[str] | None = None, 
     if unknown:
         raise GradingError(f"unknown exercise id(s) {', '.join(unknown)}; the exercises are {', '.join(known)}")
     marker_expr = "(" + " or ".join(known[ex].marker for ex in wanted) + ") and not provided"
+    found = find_modules(source)
+    deadline = time.monotonic() + time_budget
+    sandbox.become_subreaper()  # whatever a worker leaves behind ends up here, and is ended below
 
-    with tempfile.TemporaryDirectory(prefix="labs-grade-") as tmp:
-        workspace = Path(tmp)
-        missing = build_workspace(source, workspace)
-        collected: list[dict] | None = None
-        results: dict[str, dict] = {}
-        modules: dict[str, str] = {}
-        pending: list[str] | None = None
-        for attempt in range(1, 1000):
-            events, ending = _run_pytest(workspace, marker_expr, timeout, pending, attempt)
-            errors = [e for e in events if e["event"] == "collect_error"]
-            if errors:
-                raise GradingError(f"the tests could not be collected in {errors[0]['where']}:\n{errors[0]['message']}")
-            batch = next((e["tests"] for e in events if e["event"] == "collected"), None)
-            if batch is None:
-                raise GradingError(f"pytest did not start ({ending}):\n{_log_tail(workspace)}")
-            collected = collected if collected is not None else batch
-            started = [e["nodeid"] for e in events if e["event"] == "start"]
-            for event in events:
-                if event["event"] == "result":
-                    results[event["nodeid"]] = event
-                elif event["event"] == "finished":
-                    modules.update(event["modules"])
-            if any(e["event"] == "finished" for e in events):
-                break
-            culprit = next((nodeid for nodeid in started if nodeid not in results), None)
-            if culprit is None:
-                raise GradingError(f"the test process stopped between tests ({ending}):\n{_log_tail(workspace)}")
-            why = "ran past its time limit and did not respond" if ending == "hung" else f"crashed the test process ({ending})"
-            results[culprit] = {"outcome": "failed", "message": f"this test {why}", "output": ""}
-            pending = [test["nodeid"] for test in collected if test["nodeid"] not in results]
-            if not pending:
-                break
-        _check_graded_code_came_from(workspace, modules)
+    trusted = Path(tempfile.mkdtemp(prefix="labs-grade-"))  # mode 0700: this user only
+    code_root = Path(tempfile.mkdtemp(prefix="labs-code-"))
+    try:
+        os.chmod(code_root, 0o755)
+        build_trusted_workspace(trusted, Path(extra_tests) if extra_tests is not None else None)
+        missing = build_code_folder(found, code_root / "code", source)
+        forbid = [trusted, source.resolve()]
+        collected, results = _run_until_done(trusted, code_root / "code", forbid, marker_expr, timeout, deadline, time_budget)
+    finally:
+        sandbox.kill_children()
+        shutil.rmtree(trusted, ignore_errors=True)
+        shutil.rmtree(code_root, ignore_errors=True)
 
     cases = Counter(test["function"] for test in collected)
     by_marker = {exercise.marker: ExerciseResult(exercise) for exercise in catalog if exercise.id in wanted}
@@ -313,26 +347,70 @@ def grade(source: str | Path | None = None, exercises: list[str] | None = None, 
             TestResult(test["nodeid"], test["function"], exercise.exercise.id, weight, outcome["outcome"], message, outcome.get("output", ""))
         )
     label = "labs/ (your code)" if source.resolve() == (REPO_ROOT / "labs").resolve() else str(source)
-    return GradeReport(label, list(by_marker.values()), modules)
+    return GradeReport(label, list(by_marker.values()), {})
 
 
-def _check_graded_code_came_from(workspace: Path, modules: dict[str, str]) -> None:
-    """Guard: every exercise module the tests imported must be the workspace's copy."""
-    for name in EXERCISE_MODULES:
-        path = modules.get(name)
-        if path is not None and Path(path).resolve().parent != (workspace / "labs").resolve():
-            raise GradingError(f"labs.{name} was imported from {path}, not from the code being graded")
+def _run_until_done(trusted: Path, code: Path, forbid: list[Path], marker_expr: str, timeout: float,
+                    deadline: float, time_budget: float) -> tuple[list[dict], dict[str, dict]]:
+    """Run pytest, and again on the tests it did not reach if its process ended early."""
+    collected: list[dict] | None = None
+    results: dict[str, dict] = {}
+    pending: list[str] | None = None
+    for attempt in range(1, 1000):
+        events, ending = _run_pytest(trusted, code, forbid, marker_expr, timeout, pending, attempt, deadline)
+        errors = [e for e in events if e["event"] == "collect_error"]
+        if errors:
+            raise GradingError(f"the tests could not be collected in {errors[0]['where']}:\n{errors[0]['message']}")
+        batch = next((e["tests"] for e in events if e["event"] == "collected"), None)
+        if batch is None:
+            raise GradingError(f"pytest did not start ({ending}):\n{_log_tail(trusted)}")
+        collected = collected if collected is not None else batch
+        started = [e["nodeid"] for e in events if e["event"] == "start"]
+        for event in events:
+            if event["event"] == "result":
+                results[event["nodeid"]] = event
+        if any(e["event"] == "finished" for e in events):
+            break
+        if ending == "out of time":
+            why = f"not run: grading ran out of its time budget of {time_budget:g} s"
+            for test in collected:
+                results.setdefault(test["nodeid"], {"outcome": "failed", "message": why, "output": ""})
+            break
+        culprit = next((nodeid for nodeid in started if nodeid not in results), None)
+        if culprit is not None:
+            why = "ran past its time limit and did not respond" if ending == "hung" else f"ended the test process ({ending})"
+            results[culprit] = {"outcome": "failed", "message": f"this test {why}", "output": ""}
+        pending = [test["nodeid"] for test in collected if test["nodeid"] not in results]
+        if not pending:
+            break
+    return collected, results
 
 
-def run_grader(exercises: list[str], submission: str | None, json_path: str | None, timeout: float, verbose: bool) -> int:
-    """`python -m labs grade`: print the table, optionally write results.json; 0 graded, 2 not."""
+def run_grader(exercises: list[str], submission: str | None, json_path: str | None, timeout: float, verbose: bool,
+               time_budget: float = DEFAULT_TIME_BUDGET, extra_tests: str | None = None) -> int:
+    """`python -m labs grade`: print the table, write results.json if asked; 0 graded, 2 not.
+
+    results.json is always written when asked, also when grading fails (score 0 and the reason).
+    """
     try:
-        report = grade(submission, exercises or None, timeout)
+        report = grade(submission, exercises or None, timeout, time_budget, extra_tests)
     except GradingError as error:
         print(f"could not grade: {error}", file=sys.stderr)
+        if json_path:
+            write_json_atomically(Path(json_path), {"score": 0, "output": f"could not grade: {error}", "tests": []})
         return 2
     print(report.table(verbose=verbose))
     if json_path:
-        Path(json_path).write_text(json.dumps(report.gradescope(), indent=2) + "\n")
+        write_json_atomically(Path(json_path), report.gradescope())
         print(f"wrote {json_path}")
     return 0
+
+
+def write_json_atomically(path: Path, data: dict) -> None:
+    """Write to a temporary file beside `path`, then rename it: readers see the old file or the new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(handle, "w") as file:
+        file.write(json.dumps(data, indent=2) + "\n")
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, path)

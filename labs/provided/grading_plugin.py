@@ -1,22 +1,27 @@
-"""A pytest plugin that records, test by test, what the grader needs.
+"""A pytest plugin for the trusted side of grading: it records results and runs student code remotely.
 
 Loaded by the grader as `-p labs.provided.grading_plugin --grading-report FILE`. It appends
-one JSON line per event, flushed at once, so that a test process that crashes or hangs
-still leaves behind everything it finished:
+one JSON line per event, flushed at once, so that a test process that ends early still
+leaves behind everything it finished:
 
     {"event": "collected", "tests": [{"nodeid", "function", "exercise"}...]}
     {"event": "start", "nodeid": ...}
     {"event": "result", "nodeid", "outcome": "passed"|"failed", "message", "output"}
-    {"event": "finished", "modules": {"mlp": "/path/to/labs/mlp.py", ...}}
+    {"event": "finished"}
 
 `--grading-only FILE` restricts the run to the node ids listed in FILE (one per line).
+
+`--grading-code DIR` (a folder holding `labs/` with the submission's exercise modules) makes
+the fixtures `basics`, `mlp`, `conv` and `models` of tests/conftest.py hand out proxies
+(remote.py): this process then never imports the student's code, which runs in a confined
+worker process, a fresh one for every exercise.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import sys
+from pathlib import Path
 
 import pytest
 
@@ -29,12 +34,45 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("grading")
     group.addoption("--grading-report", metavar="FILE", help="append the grader's JSON lines to FILE")
     group.addoption("--grading-only", metavar="FILE", help="run only the node ids listed in FILE")
+    group.addoption("--grading-code", metavar="DIR", help="run the exercise modules of DIR/labs in confined workers")
+    group.addoption("--grading-forbid", metavar="DIR", action="append", default=[], help="a folder the workers must not reach")
+    group.addoption("--grading-timeout", metavar="SECONDS", type=float, default=60.0, help="seconds a worker may take per test")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    code = config.getoption("grading_code")
+    if code:
+        config.pluginmanager.register(_Workers(config, Path(code)), "grading-workers")
     path = config.getoption("grading_report")
     if path:
-        config.pluginmanager.register(_Recorder(path, config.getoption("grading_only")), "grading-recorder")
+        config.pluginmanager.register(_Recorder(config, path, config.getoption("grading_only")), "grading-recorder")
+
+
+def exercise_of(item: pytest.Item) -> str | None:
+    return next((m.name for m in item.iter_markers() if EXERCISE_MARKER.fullmatch(m.name)), None)
+
+
+class _Workers:
+    """One confined worker per exercise (remote.WorkerManager), started before each test's fixtures."""
+
+    def __init__(self, config: pytest.Config, code: Path) -> None:
+        from labs.provided import sandbox
+        from labs.provided.remote import WorkerManager
+
+        repo = Path(__file__).resolve().parents[2]
+        forbidden = [repo, Path.cwd(), *map(Path, config.getoption("grading_forbid"))]
+        log = Path.cwd() / "workers.log"
+        self.manager = WorkerManager(code, repo, forbidden, sandbox.Limits(), config.getoption("grading_timeout"), log)
+
+    def module(self, name: str):
+        return self.manager.module(name)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        self.manager.begin_test(exercise_of(item))
+
+    def pytest_sessionfinish(self) -> None:
+        self.manager.close()
 
 
 def _shorten(text: str, limit: int) -> str:
@@ -47,6 +85,8 @@ def _shorten(text: str, limit: int) -> str:
 def _plain_message(excinfo: pytest.ExceptionInfo) -> str:
     """The exception in plain words: its type and message, without a traceback."""
     text = str(excinfo.value)
+    if excinfo.typename == "WorkerLost":
+        return text
     if "Timeout" in text and "pytest-timeout" in text:
         return "the test ran past its time limit (does your code loop forever?)"
     if excinfo.typename in {"AssertionError", "Failed"}:
@@ -55,7 +95,8 @@ def _plain_message(excinfo: pytest.ExceptionInfo) -> str:
 
 
 class _Recorder:
-    def __init__(self, path: str, only: str | None) -> None:
+    def __init__(self, config: pytest.Config, path: str, only: str | None) -> None:
+        self.config = config
         self.file = open(path, "a", encoding="utf-8")
         self.only = set(open(only, encoding="utf-8").read().split("\n")) - {""} if only else None
         self.results: dict[str, dict] = {}
@@ -74,7 +115,7 @@ class _Recorder:
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         tests = []
         for item in session.items:
-            exercise = next((m.name for m in item.iter_markers() if EXERCISE_MARKER.fullmatch(m.name)), None)
+            exercise = exercise_of(item)
             function = getattr(item, "originalname", item.name)
             tests.append({"nodeid": item.nodeid, "function": f"{item.path.name}::{function}", "exercise": exercise})
         self._write(event="collected", tests=tests)
@@ -104,13 +145,14 @@ class _Recorder:
             entry["output"] = _shorten(report.capstdout + report.capstderr, MAX_OUTPUT)
 
     def pytest_runtest_logfinish(self, nodeid: str) -> None:
+        workers = self.config.pluginmanager.get_plugin("grading-workers")
+        printed = workers.manager.take_output() if workers is not None else ""
+        if printed:
+            entry = self.results.setdefault(nodeid, {"outcome": "failed", "message": "no result", "output": ""})
+            entry["output"] = _shorten(entry["output"] + printed, MAX_OUTPUT)
         self._write(event="result", nodeid=nodeid, **self.results.pop(nodeid, {"outcome": "failed", "message": "no result", "output": ""}))
 
+    @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        modules = {
-            name.split(".", 1)[1]: getattr(module, "__file__", None)
-            for name, module in list(sys.modules.items())
-            if name.startswith("labs.") and name.count(".") == 1 and module is not None
-        }
-        self._write(event="finished", modules=modules)
+        self._write(event="finished")
         self.file.close()
