@@ -317,8 +317,6 @@ def grade(source: str | Path | None = None, exercises: list[str] | None = None, 
     marker_expr = "(" + " or ".join(known[ex].marker for ex in wanted) + ") and not provided"
     found = find_modules(source)
     deadline = time.monotonic() + time_budget
-    sandbox.become_subreaper()  # whatever a worker leaves behind ends up here, and is ended below
-
     trusted = Path(tempfile.mkdtemp(prefix="labs-grade-"))  # mode 0700: this user only
     code_root = Path(tempfile.mkdtemp(prefix="labs-code-"))
     try:
@@ -328,7 +326,6 @@ def grade(source: str | Path | None = None, exercises: list[str] | None = None, 
         forbid = [trusted, source.resolve()]
         collected, results = _run_until_done(trusted, code_root / "code", forbid, marker_expr, timeout, deadline, time_budget)
     finally:
-        sandbox.kill_children()
         shutil.rmtree(trusted, ignore_errors=True)
         shutil.rmtree(code_root, ignore_errors=True)
 
@@ -391,14 +388,19 @@ def run_grader(exercises: list[str], submission: str | None, json_path: str | No
     """`python -m labs grade`: print the table, write results.json if asked; 0 graded, 2 not.
 
     results.json is always written when asked, also when grading fails (score 0 and the reason).
+    It is written after every process that grading started has ended: this process adopts what
+    a worker leaves behind (a child subreaper, on Linux) and ends it.
     """
+    sandbox.become_subreaper()
     try:
         report = grade(submission, exercises or None, timeout, time_budget, extra_tests)
     except GradingError as error:
+        sandbox.kill_children()
         print(f"could not grade: {error}", file=sys.stderr)
         if json_path:
             write_json_atomically(Path(json_path), {"score": 0, "output": f"could not grade: {error}", "tests": []})
         return 2
+    sandbox.kill_children()
     print(report.table(verbose=verbose))
     if json_path:
         write_json_atomically(Path(json_path), report.gradescope())
