@@ -54,8 +54,11 @@ def one_hot(y: Tensor, num_classes: int) -> Tensor:
         (N, C) float32 tensor with Y[i, y[i]] = 1 and zeros elsewhere, on y's device.
 
     Raises:
+        TypeError: y is not a tensor.
         ValueError: y is not a 1D integer tensor, or a label lies outside [0, num_classes).
     """
+    if not isinstance(y, Tensor):
+        raise TypeError(f"one_hot expected y to be a torch.Tensor of labels, got {type(y).__name__}")
     if y.dim() != 1 or y.dtype.is_floating_point or y.dtype == torch.bool:
         raise ValueError(f"one_hot expected a 1D integer tensor of labels, got dtype {y.dtype} and shape {tuple(y.shape)}")
     if y.numel() and (y.min() < 0 or y.max() >= num_classes):

@@ -52,6 +52,14 @@ def _output_size(size: int, kernel: int, stride: int, pad_total: int, dilation: 
     return (size + pad_total - dilation * (kernel - 1) - 1) // stride + 1
 
 
+def _check_float_tensor(name: str, what: str, value) -> None:
+    """The course's convention for bad input: not a tensor is a TypeError; a wrong dtype or shape, a ValueError."""
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} expected {what} to be a torch.Tensor, got {type(value).__name__}")
+    if not value.is_floating_point():
+        raise ValueError(f"{name} expected {what} to be a floating-point tensor, got dtype {value.dtype}")
+
+
 def _check_conv(
     name: str,
     x: Tensor,
@@ -71,6 +79,10 @@ def _check_conv(
     """
     dims = {1: ("L",), 2: ("H", "W")}[spatial]
     kernel = {1: ("K",), 2: ("kH", "kW")}[spatial]
+    _check_float_tensor(name, "input x", x)
+    _check_float_tensor(name, "weight w", w)
+    if b is not None:
+        _check_float_tensor(name, "bias b", b)
     if not isinstance(x, Tensor) or x.dim() != 2 + spatial:
         got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise ValueError(f"{name} expected input of shape (N, C_in, {', '.join(dims)}), got {got}")
@@ -121,6 +133,7 @@ def _check_conv(
 
 
 def _check_grad_output(name: str, dout: Tensor, expected: tuple[int, ...]) -> None:
+    _check_float_tensor(name, "dout", dout)
     if not isinstance(dout, Tensor) or tuple(dout.shape) != tuple(expected):
         got = tuple(dout.shape) if isinstance(dout, Tensor) else type(dout).__name__
         raise ValueError(f"{name} expected dout of shape {tuple(expected)}, the forward pass's output, got {got}")
@@ -128,6 +141,7 @@ def _check_grad_output(name: str, dout: Tensor, expected: tuple[int, ...]) -> No
 
 def _check_pool(name: str, x: Tensor, kernel_size, stride, padding):
     """Check a pooling's arguments; return (kernel, stride, padding, output (H_out, W_out)), pairs of ints."""
+    _check_float_tensor(name, "input x", x)
     if not isinstance(x, Tensor) or x.dim() != 4:
         got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise ValueError(f"{name} expected input of shape (N, C, H, W), got {got}")

@@ -6,8 +6,12 @@ import torch
 from torch import Tensor
 
 
-def assert_close(actual, expected: Tensor, what: str, rtol: float | None = None, atol: float | None = None) -> None:
-    """Assert `actual` equals `expected` in shape and value; the message names the worst entry.
+def assert_close(actual, expected: Tensor, what: str, rtol: float | None = None, atol: float | None = None,
+                 dtype_of_input: bool = True) -> None:
+    """Assert `actual` equals `expected` in shape, dtype and value; the message names the worst entry.
+
+    `expected` carries the dtype the result must have; most functions keep their input's
+    (`dtype_of_input` says so in the message).
 
     Tolerances default to 1e-10 (float64) or 1e-5 (float32 and below), relative and absolute.
     """
@@ -15,6 +19,9 @@ def assert_close(actual, expected: Tensor, what: str, rtol: float | None = None,
         raise AssertionError(f"{what} should return a torch.Tensor, got {type(actual).__name__}")
     if tuple(actual.shape) != tuple(expected.shape):
         raise AssertionError(f"{what} has shape {tuple(actual.shape)}, expected {tuple(expected.shape)}")
+    if actual.dtype != expected.dtype:  # else "got -2.0115564, expected -2.0115564" hides the difference
+        got, wanted = str(actual.dtype).removeprefix("torch."), str(expected.dtype).removeprefix("torch.")
+        raise AssertionError(f"{what} returned {got}, expected {wanted}" + (f" (the input's dtype)" if dtype_of_input else ""))
     precise = expected.dtype == torch.float64
     rtol = rtol if rtol is not None else (1e-10 if precise else 1e-5)
     atol = atol if atol is not None else (1e-10 if precise else 1e-5)
@@ -45,3 +52,20 @@ def in_worker(probe, *args, **kwargs):
     from labs.provided.remote import run_probe
 
     return run_probe(probe, *args, **kwargs)
+
+
+def assert_leaves_inputs_unchanged(function, args: dict, what: str, **options) -> None:
+    """Call function(*args.values(), **options) and assert that no tensor argument changed.
+
+    `args` maps each positional argument's name to its value, for the message. During grading the
+    worker sends back arguments that the student's code changed in place, so this sees them too.
+    """
+    before = {name: value.clone() for name, value in args.items() if isinstance(value, Tensor)}
+    function(*args.values(), **options)
+    for name, copy in before.items():
+        after = args[name]
+        if after.shape != copy.shape or not torch.equal(after, copy):
+            raise AssertionError(
+                f"{what} changed its argument {name} in place: leave inputs alone and compute new tensors "
+                f"(for example `z - m` rather than `z -= m`, `torch.clamp` rather than `clamp_`)"
+            )

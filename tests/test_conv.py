@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from labs.provided import probes
-from tests.helpers import assert_close, in_worker
+from tests.helpers import assert_close, assert_leaves_inputs_unchanged, in_worker
 
 F64 = torch.float64
 
@@ -180,6 +180,12 @@ def test_conv1d_has_no_python_loop_over_positions(conv):
 
 
 @pytest.mark.ex2_2
+def test_conv1d_leaves_its_inputs_unchanged(conv):
+    x, w, b = _randn(2, 3, 9, seed=60), _randn(4, 3, 3, seed=61), _randn(4, seed=62)
+    assert_leaves_inputs_unchanged(conv.conv1d, {"x": x, "w": w, "b": b}, "conv1d", padding="same")
+
+
+@pytest.mark.ex2_2
 @pytest.mark.provided
 @pytest.mark.parametrize(
     "x_shape, w_shape, options, message",
@@ -328,6 +334,12 @@ def test_conv2d_has_no_python_loop_over_positions(conv):
         f"conv2d called {small} torch operations on a 6x7 image but {large} on 30x31: it should "
         "handle every position at once (unfold the windows, then one matmul), not loop over them"
     )
+
+
+@pytest.mark.ex2_4
+def test_conv2d_leaves_its_inputs_unchanged(conv):
+    x, w, b = _randn(2, 4, 7, 6, seed=63), _randn(6, 2, 3, 3, seed=64), _randn(6, seed=65)
+    assert_leaves_inputs_unchanged(conv.conv2d, {"x": x, "w": w, "b": b}, "conv2d", stride=2, padding=1, groups=2)
 
 
 @pytest.mark.ex2_4
@@ -553,6 +565,13 @@ def test_max_pool2d_backward_passes_gradcheck(conv, options):
 
 
 @pytest.mark.ex2_6
+def test_max_pool2d_and_its_backward_leave_their_inputs_unchanged(conv):
+    x, dout = _randn(2, 3, 6, 6, seed=66), _randn(2, 3, 5, 5, seed=67)
+    assert_leaves_inputs_unchanged(conv.max_pool2d, {"x": x}, "max_pool2d", kernel_size=2, stride=1)
+    assert_leaves_inputs_unchanged(conv.max_pool2d_backward, {"dout": dout, "x": x}, "max_pool2d_backward", kernel_size=2, stride=1)
+
+
+@pytest.mark.ex2_6
 @pytest.mark.provided
 @pytest.mark.parametrize(
     "x_shape, options, message",
@@ -623,6 +642,13 @@ def test_avg_pool2d_backward_passes_gradcheck(conv):
         return _TorchPoolWithYourBackward.apply(x, F.avg_pool2d, conv.avg_pool2d_backward, (3, 2, 1))
 
     assert torch.autograd.gradcheck(function, (x,), eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.ex2_7
+def test_avg_pool2d_and_its_backward_leave_their_inputs_unchanged(conv):
+    x, dout = _randn(2, 3, 6, 6, seed=68), _randn(2, 3, 5, 5, seed=69)
+    assert_leaves_inputs_unchanged(conv.avg_pool2d, {"x": x}, "avg_pool2d", kernel_size=2, stride=1)
+    assert_leaves_inputs_unchanged(conv.avg_pool2d_backward, {"dout": dout, "x": x}, "avg_pool2d_backward", kernel_size=2, stride=1)
 
 
 @pytest.mark.ex2_7

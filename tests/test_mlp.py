@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import assert_close
+from tests.helpers import assert_close, assert_leaves_inputs_unchanged
 
 F64 = torch.float64
 
@@ -105,6 +105,12 @@ def test_softmax_and_log_softmax_by_hand(mlp):
     expected = torch.tensor([1 / 6, 2 / 6, 3 / 6], dtype=F64)
     assert_close(mlp.softmax(z), expected, "softmax([0, ln 2, ln 3])")
     assert_close(mlp.log_softmax(z), expected.log(), "log_softmax([0, ln 2, ln 3])")
+    # Two rows: each row sums to 1 (along the last dim, the default); along dim 0 the numbers differ.
+    # Row 2, (ln 3, 0, 0): exp = (3, 1, 1), sum 5, p = (3/5, 1/5, 1/5).
+    Z = torch.tensor([[0.0, math.log(2), math.log(3)], [math.log(3), 0.0, 0.0]], dtype=F64)
+    expected = torch.tensor([[1 / 6, 2 / 6, 3 / 6], [3 / 5, 1 / 5, 1 / 5]], dtype=F64)
+    assert_close(mlp.softmax(Z), expected, "softmax of two rows, along the last dim")
+    assert_close(mlp.log_softmax(Z), expected.log(), "log_softmax of two rows, along the last dim")
 
 
 @pytest.mark.ex1_4
@@ -135,6 +141,13 @@ def test_softmax_and_log_softmax_are_finite_for_extreme_logits(mlp, dtype):
 
 
 @pytest.mark.ex1_4
+def test_softmax_and_log_softmax_leave_their_input_unchanged(mlp):
+    for name in ("softmax", "log_softmax"):
+        z = torch.tensor([[1.0, 3.0, -2.0], [0.5, 0.5, 4.0]], dtype=F64)
+        assert_leaves_inputs_unchanged(getattr(mlp, name), {"z": z}, name)
+
+
+@pytest.mark.ex1_4
 @pytest.mark.provided
 @pytest.mark.parametrize(
     "z, dim",
@@ -152,12 +165,15 @@ def test_softmax_rejects_bad_input(mlp, z, dim):
 
 @pytest.mark.ex1_5
 def test_cross_entropy_by_hand(mlp):
-    # Row 1: logits (0, 0), p = (1/2, 1/2), target 0: -ln(1/2) = ln 2.
-    # Row 2: logits (ln 3, 0), p = (3/4, 1/4), target 1: -ln(1/4) = 2 ln 2.  Mean: 1.5 ln 2.
-    logits = torch.tensor([[0.0, 0.0], [math.log(3), 0.0]], dtype=F64)
+    # Two examples, three classes, so that each usual slip gives another number:
+    # row 1: logits (0, ln 2, ln 3), exp = (1, 2, 3), p = (1/6, 2/6, 3/6), target 2: -ln(1/2) = ln 2;
+    # row 2: logits (ln 3, 0, 0), exp = (3, 1, 1), p = (3/5, 1/5, 1/5), target 0: -ln(3/5) = ln(5/3).
+    # Mean: (ln 2 + ln(5/3)) / 2 = ln(10/3) / 2 = 0.6020. The sum instead of the mean gives 1.2040;
+    # log-softmax along dim 0 (columns) gives -ln(3/4) for both rows, 0.2877.
+    logits = torch.tensor([[0.0, math.log(2), math.log(3)], [math.log(3), 0.0, 0.0]], dtype=F64)
     with references(mlp, "softmax", "log_softmax"):
-        loss = mlp.cross_entropy(logits, torch.tensor([0, 1]))
-    assert_close(loss, torch.tensor(1.5 * math.log(2), dtype=F64), "cross_entropy (mean of ln 2 and 2 ln 2)")
+        loss = mlp.cross_entropy(logits, torch.tensor([2, 0]))
+    assert_close(loss, torch.tensor(math.log(10 / 3) / 2, dtype=F64), "cross_entropy (the mean of ln 2 and ln(5/3))")
 
 
 @pytest.mark.ex1_5
@@ -208,11 +224,14 @@ def test_cross_entropy_and_its_gradient_reject_bad_input(mlp, logits, targets, m
 
 @pytest.mark.ex1_6
 def test_cross_entropy_grad_by_hand(mlp):
-    # P = [[1/2, 1/2], [3/4, 1/4]], Y = [[1, 0], [0, 1]], N = 2: (P - Y) / 2 = [[-1/4, 1/4], [3/8, -3/8]].
-    logits = torch.tensor([[0.0, 0.0], [math.log(3), 0.0]], dtype=F64)
+    # The logits of test_cross_entropy_by_hand: P = [[1/6, 2/6, 3/6], [3/5, 1/5, 1/5]], targets (2, 0),
+    # P - Y = [[1/6, 1/3, -1/2], [-2/5, 1/5, 1/5]], and N = 2: (P - Y) / 2 = [[1/12, 1/6, -1/4], [-1/5, 1/10, 1/10]].
+    # Without the 1/N every entry doubles; softmax along dim 0 gives other numbers altogether.
+    logits = torch.tensor([[0.0, math.log(2), math.log(3)], [math.log(3), 0.0, 0.0]], dtype=F64)
     with references(mlp, "softmax", "log_softmax", "one_hot"):
-        grad = mlp.cross_entropy_grad(logits, torch.tensor([0, 1]))
-    assert_close(grad, torch.tensor([[-0.25, 0.25], [0.375, -0.375]], dtype=F64), "cross_entropy_grad")
+        grad = mlp.cross_entropy_grad(logits, torch.tensor([2, 0]))
+    expected = torch.tensor([[1 / 12, 1 / 6, -1 / 4], [-1 / 5, 1 / 10, 1 / 10]], dtype=F64)
+    assert_close(grad, expected, "cross_entropy_grad, (P - Y) / N")
 
 
 @pytest.mark.ex1_6
@@ -335,6 +354,14 @@ def test_activations_are_finite_for_large_inputs(mlp, name):
     ACTIVATIONS[name](leaf).sum().backward()
     assert_close(getattr(mlp, name)(z), ACTIVATIONS[name](z), f"{name} of large inputs")
     assert_close(getattr(mlp, f"{name}_grad")(z), leaf.grad, f"{name}_grad of large inputs")
+
+
+@pytest.mark.ex1_8
+def test_activations_and_derivatives_leave_their_input_unchanged(mlp):
+    for name in sorted(ACTIVATIONS):
+        for function in (name, f"{name}_grad"):
+            z = torch.tensor([-2.0, -0.5, 0.0, 0.5, 2.0], dtype=F64)
+            assert_leaves_inputs_unchanged(getattr(mlp, function), {"z": z}, function)
 
 
 # ---------------------------------------------------------------- 1.9 initialisation

@@ -24,6 +24,7 @@ class WrongImplementation:
     module: str  # the exercise module it edits, e.g. "conv"
     old: str  # text of solutions/<module>.py to replace, occurring exactly once
     new: str  # the wrong text
+    says: str = ""  # words the grader's first failure in that exercise must contain, if any
 
     def write_submission(self, folder: Path) -> Path:
         """Write every exercise module into `folder`: the solutions, with this edit applied."""

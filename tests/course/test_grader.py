@@ -136,6 +136,8 @@ def test_each_wrong_implementation_loses_points_in_its_exercise_only(runs, wrong
     assert earned < possible, f"{wrong.name!r} should fail exercise {wrong.exercise}, but it earned full marks"
     others = {ex: p for ex, p in points.items() if ex != wrong.exercise and p != full[ex]}
     assert not others, f"{wrong.name!r} breaks exercise {wrong.exercise} only, yet these lost points too: {others}"
+    failure = runs[wrong.name].by_id()[wrong.exercise].first_failure
+    assert wrong.says in failure.message, f"{wrong.name!r}: the first failure should say {wrong.says!r}, it says: {failure.message}"
 
 
 def test_the_wrong_implementations_cover_what_the_course_promises():

@@ -27,4 +27,12 @@ WRONG = [
         old="dx_pad.scatter_add_(2, flat_index, dout.reshape(N, C, -1))",
         new="dx_pad.scatter_(2, flat_index, dout.reshape(N, C, -1))",
     ),
+    WrongImplementation(
+        name="conv2d returns float32 for float64 input",
+        exercise="2.4",
+        module="conv",
+        old="    return out.contiguous()  # (N, C_out, H_out, W_out), stored in that order\n",
+        new="    return out.contiguous().float()  # wrong dtype\n",
+        says="returned float32, expected float64 (the input's dtype)",
+    ),
 ]
