@@ -45,6 +45,7 @@ from labs.provided import sandbox
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HANG_MARGIN = 30.0  # seconds past the per-test limit before a silent test process is killed
 DEFAULT_TIME_BUDGET = 900.0  # seconds for a whole submission
+HIDDEN_PREFIX = "test_hidden_"  # file name prefix of instructor-only tests in the trusted workspace
 
 
 class GradingError(Exception):
@@ -64,6 +65,15 @@ class TestResult:
     @property
     def passed(self) -> bool:
         return self.outcome == "passed"
+
+    @property
+    def hidden(self) -> bool:
+        """An instructor-only test (`--extra-tests`): its code, inputs and expected values stay secret."""
+        return self.function.startswith(HIDDEN_PREFIX)
+
+    @property
+    def name(self) -> str:
+        return "hidden test" if self.hidden else self.function.split("::")[-1]
 
 
 @dataclass
@@ -102,18 +112,17 @@ class GradeReport:
         return {result.exercise.id: result for result in self.exercises}
 
     def table(self, verbose: bool = False) -> str:
-        """One row per exercise: id, title, points earned of possible, the first failure."""
-        lines = [f"Grading {self.source}", "", f"  {'id':<5} {'exercise':<44} {'points':>9}  first failure"]
+        """One row per exercise (id, title, points earned of possible), then its first failure in full."""
+        lines = [f"Grading {self.source}", f"(the code ran in confined worker processes: {sandbox.describe()})", "",
+                 f"  {'id':<5} {'exercise':<44} {'points':>9}"]
         for result in self.exercises:
             points = f"{_fmt(result.earned)}/{_fmt(result.possible)}"
+            lines.append(f"  {result.exercise.id:<5} {_clip(result.exercise.title, 44):<44} {points:>9}")
             failures = [test for test in result.tests if not test.passed]
-            if failures:
-                status = _describe(failures[0])
-            else:
-                status = "-" if result.tests else "no tests found for this exercise"
-            lines.append(f"  {result.exercise.id:<5} {_clip(result.exercise.title, 44):<44} {points:>9}  {status}")
-            if verbose:
-                lines += [f"  {'':<5} {'':<44} {'':>9}  {_describe(test)}" for test in failures[1:]]
+            if not result.tests:
+                lines.append(f"{'':8}no tests found for this exercise")
+            for test in failures[: None if verbose else 1]:
+                lines += [f"{'':8}{line}" for line in _describe(test).splitlines()]
         percent = 100 * self.score / self.max_score if self.max_score else 0.0
         lines += ["", f"Total: {_fmt(self.score)} / {_fmt(self.max_score)} points ({percent:.0f}%)"]
         return "\n".join(lines)
@@ -124,7 +133,7 @@ class GradeReport:
         for result in self.exercises:
             for test in result.tests:
                 tests.append({
-                    "name": f"Exercise {result.exercise.id} ({result.exercise.title}): {test.nodeid.split('::', 1)[-1]}",
+                    "name": f"Exercise {result.exercise.id} ({result.exercise.title}): {test.name if test.hidden else test.nodeid.split('::', 1)[-1]}",
                     "number": result.exercise.id,
                     "score": round(test.weight if test.passed else 0.0, 6),
                     "max_score": round(test.weight, 6),
@@ -144,9 +153,9 @@ def _fmt(points: float) -> str:
     return f"{points:.0f}" if abs(points - round(points)) < 1e-9 else f"{points:.2f}"
 
 
-def _describe(test: TestResult, width: int = 160) -> str:
-    """"test_name: what went wrong", on one line."""
-    return _clip(f"{test.function.split('::')[-1]}: {' '.join(test.message.split())}", width)
+def _describe(test: TestResult) -> str:
+    """"test_name: what went wrong", the whole message (it may span lines)."""
+    return f"{test.name}: {test.message.strip()}"
 
 
 def _clip(text: str, width: int) -> str:
@@ -194,7 +203,7 @@ def build_trusted_workspace(workspace: Path, extra_tests: Path | None = None) ->
         shutil.copy(path, workspace / "tests" / path.name)
     if extra_tests is not None:
         for path in sorted(Path(extra_tests).glob("test_*.py")):
-            shutil.copy(path, workspace / "tests" / f"test_hidden_{path.name.removeprefix('test_')}")
+            shutil.copy(path, workspace / "tests" / f"{HIDDEN_PREFIX}{path.name.removeprefix('test_')}")
     for name in ("pyproject.toml", "conftest.py"):
         shutil.copy(REPO_ROOT / name, workspace / name)
 
@@ -340,8 +349,12 @@ def grade(source: str | Path | None = None, exercises: list[str] | None = None, 
         if exercise.exercise.module in missing and outcome["outcome"] != "passed":
             message = f"{exercise.exercise.module}.py is missing from the submission"
         weight = 1.0 / cases[test["function"]]  # one point per test function, shared by its parametrized cases
+        output = outcome.get("output", "")
+        if test["function"].startswith(HIDDEN_PREFIX):  # say that it failed and what it was worth, nothing else
+            message = "" if outcome["outcome"] == "passed" else f"a hidden test failed (worth {_fmt(weight)} point{'s' if weight != 1 else ''}; hidden tests show no details)"
+            output = ""
         exercise.tests.append(
-            TestResult(test["nodeid"], test["function"], exercise.exercise.id, weight, outcome["outcome"], message, outcome.get("output", ""))
+            TestResult(test["nodeid"], test["function"], exercise.exercise.id, weight, outcome["outcome"], message, output)
         )
     label = "labs/ (your code)" if source.resolve() == (REPO_ROOT / "labs").resolve() else str(source)
     return GradeReport(label, list(by_marker.values()), {})

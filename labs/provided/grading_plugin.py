@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 EXERCISE_MARKER = re.compile(r"ex\d+_\d+")
-MAX_MESSAGE = 600
+MAX_MESSAGE = 3000
 MAX_OUTPUT = 2000
 
 
@@ -83,15 +83,29 @@ def _shorten(text: str, limit: int) -> str:
 
 
 def _plain_message(excinfo: pytest.ExceptionInfo) -> str:
-    """The exception in plain words: its type and message, without a traceback."""
-    text = str(excinfo.value)
-    if excinfo.typename == "WorkerLost":
-        return text
-    if "Timeout" in text and "pytest-timeout" in text:
-        return "the test ran past its time limit (does your code loop forever?)"
-    if excinfo.typename in {"AssertionError", "Failed"}:
-        return _shorten(text, MAX_MESSAGE)
-    return _shorten(f"{excinfo.typename}: {text}", MAX_MESSAGE)
+    """The exception in plain words: its type and message, without a traceback.
+
+    For hypothesis, the first of the failures it found, with its falsifying example.
+    """
+    error = excinfo.value
+    group = getattr(error, "exceptions", None)
+    if isinstance(group, tuple) and group and all(isinstance(e, BaseException) for e in group):
+        return _shorten(f"hypothesis found {len(group)} different failures; the first:\n{_describe_error(group[0])}", MAX_MESSAGE)
+    return _shorten(_describe_error(error), MAX_MESSAGE)
+
+
+def _describe_error(error: BaseException) -> str:
+    text, kind = str(error), type(error).__name__
+    if kind == "WorkerLost":
+        body = text
+    elif "Timeout" in text and "pytest-timeout" in text:
+        body = "the test ran past its time limit (does your code loop forever?)"
+    elif kind in {"AssertionError", "Failed"}:
+        body = text
+    else:
+        body = f"{kind}: {text}"
+    notes = [str(note) for note in getattr(error, "__notes__", []) if "Falsifying" in str(note) or "example" in str(note)]
+    return "\n".join([body, *notes])
 
 
 class _Recorder:

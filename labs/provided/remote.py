@@ -436,7 +436,17 @@ class RemoteModule:
         object.__setattr__(self, "_name", name)
 
     def _module(self) -> RemoteObject:
-        return self._manager.connection().module(self._name)
+        broken = self._manager.broken.get(self._name)
+        if broken is not None:  # it crashed or hung while importing: every later test would wait as long
+            raise WorkerLost(broken)
+        connection = self._manager.connection()
+        started = time.monotonic()
+        try:
+            return connection.module(self._name)
+        except WorkerLost as lost:
+            if "time limit" not in str(lost) or time.monotonic() - started > connection.limit / 2:  # the import itself
+                self._manager.broken[self._name] = f"importing {self._name}.py in an earlier test: {lost}; not tried again"
+            raise
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") and name.endswith("__"):
@@ -482,6 +492,7 @@ class WorkerManager:
         self.current: Connection | None = None
         self.exercise: str | None = None
         self.modules: dict[str, RemoteModule] = {}
+        self.broken: dict[str, str] = {}  # modules whose import crashed or hung the worker, and how
 
     def module(self, name: str) -> RemoteModule:
         return self.modules.setdefault(name, RemoteModule(self, name))

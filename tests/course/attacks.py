@@ -1,6 +1,6 @@
 """Dishonest submissions: what a student who wants points without the work might try.
 
-Each attack is a snippet put at the top of the exercise modules of a submission (the stubs,
+Each attack is a snippet put at the end of the exercise modules of a submission (the stubs,
 so an honest grade is 0, or the solutions where the point is that nothing else may be lost).
 Snippets are written from the student's side: they know where the grader's checkout is
 (`{repo}`) and where results.json goes (`{results}`), which is the worst case.
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Attack:
     name: str  # what the student tries, as in the "Grader v2" issue's table
-    snippet: str  # Python put at the top of each attacked module; may use {repo} and {results}
+    snippet: str  # Python put at the end of each attacked module; may use {repo} and {results}
     base: str = "stubs"  # "stubs" (nothing implemented) or "solutions" (everything right)
     modules: tuple[str, ...] = ("basics", "mlp", "conv", "models")
 

@@ -69,21 +69,13 @@ def _write_submission(attack: attacks.Attack, checkout: Path, folder: Path, resu
         source = (checkout / ("labs" if attack.base == "stubs" else "solutions") / f"{module}.py").read_text()
         if module in attack.modules:
             snippet = attack.snippet.format(repo=checkout, results=results, module=module)
-            source = _after_future_import(source, snippet)
+            source = source + "\n" + snippet  # last, so that what it defines replaces the stubs
         if attack is attacks.PRINT_A_GIGABYTE and module == "mlp":
             old, new = attacks.PRINT_A_GIGABYTE_EDIT
             assert source.count(old) == 1, "the printing edit no longer applies to solutions/mlp.py"
             source = source.replace(old, new)
         (folder / f"{module}.py").write_text(source)
     return folder
-
-
-def _after_future_import(source: str, snippet: str) -> str:
-    marker = "from __future__ import annotations\n"
-    if marker in source:
-        head, tail = source.split(marker, 1)
-        return head + marker + snippet + tail
-    return snippet + source
 
 
 def _grade(checkout: Path, submission: Path, results: Path, exercises: list[str], timeout: float) -> dict:
@@ -110,6 +102,13 @@ def graded(tmp_path_factory) -> dict:
         submission = _write_submission(attack, checkout, base / f"submission-{number}", results)
         exercises, timeout = EXERCISES.get(attack.name, (ONE_PER_MODULE, 60))
         jobs[attack.name] = (checkout, submission, results, exercises, timeout)
+    # A hand-out without solutions/ grades the reference (handed in from elsewhere) at full marks.
+    handout = _copy_checkout(base / "handout")
+    shutil.rmtree(handout / "solutions")
+    reference = base / "reference"
+    shutil.copytree(REPO_ROOT / "solutions", reference)
+    (base / "results-handout").mkdir()
+    jobs["handout"] = (handout, reference, base / "results-handout" / "results.json", ONE_PER_MODULE, 60)
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {name: pool.submit(_grade, *job) for name, job in jobs.items()}
         outcomes = {name: future.result() for name, future in futures.items()}
@@ -133,10 +132,17 @@ def test_an_attack_earns_nothing_changes_nothing_and_leaves_nothing_behind(grade
     assert outcome["results_now"] == outcome["at_exit"], f"{attack.name}: results.json changed after the grader exited"
     assert not outcome["leftover"], f"{attack.name}: processes outlived the grader: {outcome['leftover']}"
     assert outcome["elapsed"] < TIME_BUDGET + 30, f"{attack.name}: the grader took {outcome['elapsed']:.0f} s, past its budget"
-    assert not graded["checkout changed"], f"the checkout was changed during grading: {graded['checkout changed']}"
     if attack.base == "stubs":
         earned = {number: p for number, p in _points(outcome["results"]).items() if p[0] > 0}
         assert not earned, f"{attack.name}: a submission that implements nothing earned points: {earned}"
+    assert not graded["checkout changed"], f"the checkout was changed during grading: {graded['checkout changed']}"
+
+
+def test_a_handout_without_solutions_grades_the_reference_at_full_marks(graded):
+    outcome = graded["handout"]
+    assert outcome["returncode"] == 0 and outcome["results"] is not None, f"grading in a hand-out failed: {outcome}"
+    lost = {number: p for number, p in _points(outcome["results"]).items() if p[0] < p[1]}
+    assert not lost, f"the reference lost points when graded in a copy without solutions/: {lost}"
 
 
 def test_printing_a_gigabyte_per_call_costs_no_other_exercise_its_points(graded):
