@@ -372,6 +372,8 @@ def _run_until_done(trusted: Path, code: Path, forbid: list[Path], marker_expr: 
         if errors:
             raise GradingError(f"the tests could not be collected in {errors[0]['where']}:\n{errors[0]['message']}")
         batch = next((e["tests"] for e in events if e["event"] == "collected"), None)
+        if batch is None and ending == "out of time":
+            raise GradingError(f"grading ran out of its time budget of {time_budget:g} s before the tests started")
         if batch is None:
             raise GradingError(f"pytest did not start ({ending}):\n{_log_tail(trusted)}")
         collected = collected if collected is not None else batch

@@ -122,7 +122,8 @@ def readable_roots(forbidden: list[Path]) -> list[Path]:
     holds a forbidden one.
     """
     python = {Path(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path) if p}
-    system = {Path(p) for p in ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc", "/opt", "/proc", "/sys", "/nix")}
+    # not /opt, /home, /srv or /tmp: other students' submissions may be there (conda in /opt is sys.prefix above)
+    system = {Path(p) for p in ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc", "/proc", "/sys", "/nix")}
     forbidden = [f.resolve() for f in forbidden]
     roots: list[Path] = []
     for candidates, inside_is_fine in ((python, True), (system, False)):

@@ -24,8 +24,8 @@ WRONG = [
         name="softmax shifts its input in place, changing the caller's logits",
         exercise="1.4",
         module="mlp",
-        old="    shifted = z - z.amax(dim=dim, keepdim=True)  # (..., C, ...) - (..., 1, ...) broadcasts along dim\n",
-        new="    shifted = z.sub_(z.amax(dim=dim, keepdim=True))  # in place (wrong)\n",
+        old="    shifted = z - z.amax(dim=dim, keepdim=True)  # (..., C, ...) - (..., 1, ...) broadcasts along dim\n    exp = shifted.exp()\n",
+        new="    shifted = z.sub_(z.amax(dim=dim, keepdim=True))  # in place (wrong)\n    exp = shifted.exp()\n",
         says="changed its argument z in place",
     ),
     WrongImplementation(
