@@ -11,12 +11,15 @@ Provided infrastructure, never edited by students, lives in `labs/provided/`.
 `import labs.mlp` gives your own code. The reference solutions can stand in for the
 exercise modules (the notebooks run that way in CI, and `pytest --impl solutions`):
 set the environment variable LABS_IMPL=solutions before Python starts, or call
-`labs.use_implementation("solutions")` before importing any exercise module.
+`labs.use_implementation("solutions")` before importing any exercise module. The reference is
+the `solutions/` folder beside `labs/`; it need not be installed, and a hand-out may leave it out.
 """
 
 import importlib
+import importlib.util
 import os
 import sys
+from pathlib import Path
 
 EXERCISE_MODULES = ("basics", "mlp", "conv", "models")
 IMPLEMENTATIONS = ("labs", "solutions")
@@ -42,19 +45,25 @@ def use_implementation(impl: str) -> None:
             "call labs.use_implementation() before importing exercise modules"
         )
     if impl == "solutions":
+        _find_solutions()
         for name in EXERCISE_MODULES:
-            try:
-                module = importlib.import_module(f"solutions.{name}")
-            except ModuleNotFoundError as error:
-                if error.name not in {"solutions", f"solutions.{name}"}:
-                    raise
-                raise RuntimeError(
-                    "LABS_IMPL=solutions asks for the reference solutions, but this copy of the course has no "
-                    "solutions/ folder (hand-outs may leave it out); unset LABS_IMPL to use your own labs/"
-                ) from error
+            module = importlib.import_module(f"solutions.{name}")
             sys.modules[f"labs.{name}"] = module
             globals()[name] = module
     _active = impl
+
+
+def _find_solutions() -> None:
+    """Make `solutions` importable: installed, or else the folder beside `labs/` (not installed)."""
+    if importlib.util.find_spec("solutions") is not None:
+        return
+    root = Path(__file__).resolve().parent.parent  # the repository: labs/ and solutions/ side by side
+    if not (root / "solutions" / "__init__.py").is_file():
+        raise RuntimeError(
+            "LABS_IMPL=solutions asks for the reference solutions, but this copy of the course has no "
+            "solutions/ folder (hand-outs may leave it out); unset LABS_IMPL to use your own labs/"
+        )
+    sys.path.append(str(root))
 
 
 def active_implementation() -> str:
@@ -62,4 +71,7 @@ def active_implementation() -> str:
     return _active
 
 
-use_implementation(os.environ.get("LABS_IMPL", "labs"))
+try:
+    use_implementation(os.environ.get("LABS_IMPL", "labs"))
+except (ValueError, RuntimeError) as error:  # one clear line, not a traceback through `import labs`
+    raise SystemExit(f"error: {error}") from None

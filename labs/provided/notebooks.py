@@ -9,8 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import nbformat
+if TYPE_CHECKING:
+    import nbformat
+
+# nbformat is imported where it is used: it takes seconds to import, and every pytest run
+# imports this module at startup (conftest.py checks that each provided file imports).
 
 
 def dirty_cells(notebook: nbformat.NotebookNode) -> list[int]:
@@ -24,6 +29,8 @@ def dirty_cells(notebook: nbformat.NotebookNode) -> list[int]:
 
 def clean(path: Path) -> bool:
     """Strip outputs and execution counts from one notebook; return True if it changed."""
+    import nbformat
+
     notebook = nbformat.read(path, as_version=4)
     if not dirty_cells(notebook):
         return False
@@ -41,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clean", action="store_true", help="clean the notebooks in place (the default)")
     parser.add_argument("paths", nargs="+", type=Path)
     args = parser.parse_args(argv)
+    import nbformat
+
     dirty = []
     for path in args.paths:
         if args.check:

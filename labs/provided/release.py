@@ -21,6 +21,9 @@ block of an exercise gives its title; later blocks of the same exercise may omit
 The list of exercises (`exercises.json`, read by the grader) is generated at the same time,
 so ids and titles live in one place. `python -m labs release --check` (and the test suite)
 fails when the committed files differ from what would be generated.
+
+Release never destroys work: it refuses to overwrite a labs/ file that holds edits unless
+forced, and even then it first copies every file it overwrites to labs/.backup/<date-time>/.
 """
 
 from __future__ import annotations
@@ -29,13 +32,16 @@ import ast
 import hashlib
 import json
 import re
+import shutil
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from labs import EXERCISE_MODULES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CATALOG_PATH = Path(__file__).with_name("exercises.json")
+BACKUP_DIR = Path("labs") / ".backup"  # under the repository; ignored by git
 
 BEGIN = re.compile(r"^(?P<indent>\s*)# BEGIN SOLUTION (?P<id>\d+\.\d+)(?::\s*(?P<title>.+?))?\s*$")
 END = re.compile(r"^\s*# END SOLUTION\s*$")
@@ -162,6 +168,11 @@ def is_untouched_stub(text: str) -> bool:
 
 def generate(root: Path = REPO_ROOT) -> tuple[dict[Path, str], list[Exercise]]:
     """Everything `release` writes: {path: text} for the stubs and the catalog, and the exercises."""
+    if not (root / "solutions").is_dir():
+        raise ReleaseError(
+            "release needs solutions/ (the instructors' reference), which this copy of the course does not have; "
+            "students never need to run it"
+        )
     titles: dict[str, str] = {}
     files: dict[Path, str] = {}
     catalog: list[Exercise] = []
@@ -186,20 +197,43 @@ def stale_files(root: Path = REPO_ROOT) -> list[Path]:
     return [path for path, text in files.items() if not path.exists() or path.read_text() != text]
 
 
-def release(root: Path = REPO_ROOT, force: bool = False) -> list[Path]:
-    """Regenerate the stubs and the catalog; return the files that changed.
+def release(root: Path = REPO_ROOT, force: bool = False) -> tuple[list[Path], Path | None]:
+    """Regenerate the stubs and the catalog; return the files that changed and where copies
+    of the files it overwrote are kept (None when it overwrote nothing).
 
-    Refuses to overwrite a labs/ file that a student has edited, unless `force`.
+    Refuses to overwrite a labs/ file that holds edits (a student's work), unless `force`.
     """
     files, _ = generate(root)
     changed = [path for path, text in files.items() if not path.exists() or path.read_text() != text]
     edited = [p for p in changed if p.suffix == ".py" and p.exists() and not is_untouched_stub(p.read_text())]
     if edited and not force:
-        names = ", ".join(str(p.relative_to(root)) for p in edited)
-        raise ReleaseError(f"{names} hold edits that are not a generated stub; rerun with --force to overwrite them")
+        names = " and ".join(str(p.relative_to(root)) for p in edited)
+        raise ReleaseError(
+            "nothing was changed; your edits are untouched.\n"
+            "`python -m labs release` regenerates the exercise files in labs/ from solutions/, for instructors: it would\n"
+            f"replace your code in {names} with fresh stubs. Students never need to run it.\n"
+            f"Instructors: --force replaces them, keeping a copy of every file it overwrites under {BACKUP_DIR}/."
+        )
+    backup = _back_up([path for path in changed if path.exists()], root)
     for path in changed:
         path.write_text(files[path])
-    return changed
+    return changed, backup
+
+
+def _back_up(paths: list[Path], root: Path) -> Path | None:
+    """Copy files about to be overwritten to labs/.backup/<date-time>/; return that folder."""
+    if not paths:
+        return None
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    folder, n = root / BACKUP_DIR / stamp, 1
+    while folder.exists():  # two releases within a second
+        n += 1
+        folder = root / BACKUP_DIR / f"{stamp}_{n}"
+    for path in paths:
+        target = folder / path.relative_to(root / "labs")  # labs/mlp.py -> <folder>/mlp.py
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+    return folder
 
 
 def load_catalog(path: Path = CATALOG_PATH) -> list[Exercise]:

@@ -9,9 +9,24 @@ from pathlib import Path
 import pytest
 
 from labs import EXERCISE_MODULES
+from labs.provided import cli
 from labs.provided.release import REPO_ROOT, ReleaseError, generate, load_catalog, make_stub, release, stale_files
 
 CATALOG = load_catalog()
+
+
+def _course_copy(root: Path) -> Path:
+    """solutions/ and labs/ copied under `root`, so that release never touches the real labs/."""
+    for folder in ("solutions", "labs"):
+        shutil.copytree(REPO_ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__", ".backup"))
+    return root
+
+
+def _write_my_work(path: Path) -> str:
+    """A student's first exercise written into a stub; returns the file's new text."""
+    text = path.read_text().replace("    raise NotImplementedError", "    return None  # my work\n    raise NotImplementedError", 1)
+    path.write_text(text)
+    return text
 
 
 def _functions(path: Path) -> dict[str, ast.FunctionDef]:
@@ -65,23 +80,56 @@ def test_stubs_keep_every_signature_and_docstring(module):
 
 
 def test_release_refuses_to_overwrite_a_students_work(tmp_path):
-    for folder in ("solutions", "labs"):
-        shutil.copytree(REPO_ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    _course_copy(tmp_path)
     student_file = tmp_path / "labs" / "basics.py"
-    student_file.write_text(student_file.read_text().replace("    raise NotImplementedError", "    return None  # my work\n    raise NotImplementedError", 1))
+    my_work = _write_my_work(student_file)
     (tmp_path / "solutions" / "basics.py").write_text((tmp_path / "solutions" / "basics.py").read_text() + "\n# a new line\n")
     with pytest.raises(ReleaseError, match="labs/basics.py"):
         release(tmp_path)
-    assert "my work" in student_file.read_text()
-    release(tmp_path, force=True)
+    assert student_file.read_text() == my_work
+    assert not (tmp_path / "labs" / ".backup").exists(), "a refused release should write nothing"
+    changed, backup = release(tmp_path, force=True)
     assert student_file.read_text() == generate(tmp_path)[0][student_file]
+    assert (backup / "basics.py").read_text() == my_work, "release --force lost the student's work"
+
+
+def test_release_keeps_a_dated_copy_of_every_file_it_overwrites(tmp_path):
+    _course_copy(tmp_path)
+    (tmp_path / "solutions" / "mlp.py").write_text((tmp_path / "solutions" / "mlp.py").read_text() + "\n# a new line\n")
+    before = {path: path.read_text() for path in (tmp_path / "labs").rglob("*") if path.is_file()}
+    changed, backup = release(tmp_path)
+    assert backup.parent == tmp_path / "labs" / ".backup" and backup.name[:4].isdigit(), f"backup folder {backup}"
+    for path in changed:
+        kept = backup / path.relative_to(tmp_path / "labs")
+        assert kept.read_text() == before[path], f"no copy of {path.relative_to(tmp_path)} in {backup}"
+    assert release(tmp_path) == ([], None), "a release that changes nothing should keep no copies"
+
+
+def test_release_command_explains_its_refusal_to_a_student_and_says_where_forced_copies_are(tmp_path, monkeypatch, capsys):
+    """The issue's scenario: a student runs `release`, then `release --force`, on edited mlp.py and conv.py."""
+    monkeypatch.setattr("labs.provided.release.REPO_ROOT", _course_copy(tmp_path))
+    work = {name: _write_my_work(tmp_path / "labs" / name) for name in ("mlp.py", "conv.py")}
+
+    assert cli.main(["release"]) == 1
+    refusal = capsys.readouterr().err
+    assert "labs/mlp.py and labs/conv.py" in refusal and "your edits are untouched" in refusal, refusal
+    assert "Students never need to run it" in refusal, refusal
+    assert all((tmp_path / "labs" / name).read_text() == text for name, text in work.items())
+
+    assert cli.main(["release", "--force"]) == 0
+    report = capsys.readouterr().out
+    backups = list((tmp_path / "labs" / ".backup").iterdir())
+    assert len(backups) == 1 and f"labs/.backup/{backups[0].name}/" in report, report
+    for name, text in work.items():
+        assert (backups[0] / name).read_text() == text, f"release --force kept no copy of the student's {name}"
+        assert (tmp_path / "labs" / name).read_text() != text
 
 
 def test_release_updates_untouched_stubs_without_force(tmp_path):
-    for folder in ("solutions", "labs"):
-        shutil.copytree(REPO_ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    _course_copy(tmp_path)
     (tmp_path / "solutions" / "basics.py").write_text((tmp_path / "solutions" / "basics.py").read_text() + "\n# a new line\n")
-    assert [p.name for p in release(tmp_path)] == ["basics.py"]
+    changed, _ = release(tmp_path)
+    assert [p.name for p in changed] == ["basics.py"]
     assert "# a new line" in (tmp_path / "labs" / "basics.py").read_text()
 
 
