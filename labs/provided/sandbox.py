@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LINUX = sys.platform.startswith("linux")
+# Workers are forked from a zygote and handed their channel over a Unix socket: POSIX only.
+CAN_ISOLATE = hasattr(os, "fork") and hasattr(__import__("socket"), "send_fds")
 UNPRIVILEGED_UIDS = range(61000, 65000)  # one per grading run, so two runs' workers cannot signal each other
 NOBODY = 65534
 
@@ -250,6 +252,8 @@ def sandbox_uid() -> int | None:
 
 def describe() -> str:
     """One line on the protection this machine gives, for the grader's header."""
+    if not CAN_ISOLATE:
+        return "the code ran inside the test process (this system cannot fork): fine for your own code; grade others' on Linux or macOS"
     parts = ["own process group", "resource limits"]
     if sandbox_uid() is not None:
         parts.append("unprivileged user")
@@ -260,7 +264,7 @@ def describe() -> str:
         parts.append("Landlock (files)")
     else:
         parts.append("no Landlock: the worker can read what your user can read")
-    return ", ".join(parts)
+    return "the code ran in confined worker processes: " + ", ".join(parts)
 
 
 # ---------------------------------------------------------------- ending everything
