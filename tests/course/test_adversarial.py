@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -81,8 +82,9 @@ def _write_submission(attack: attacks.Attack, checkout: Path, folder: Path, resu
 def _grade(checkout: Path, submission: Path, results: Path, exercises: list[str], timeout: float) -> dict:
     command = [sys.executable, "-m", "labs", "grade", *exercises, "--submission", str(submission), "--json", str(results),
                "--timeout", str(timeout), "--time-budget", str(TIME_BUDGET)]
+    env = {key: value for key, value in os.environ.items() if key != "LABS_IMPL"}  # as an instructor's shell
     watched = subprocess.run([sys.executable, "-c", WATCHER, str(checkout), str(results), *command],
-                             capture_output=True, text=True, timeout=TIME_BUDGET + 120)
+                             capture_output=True, text=True, timeout=TIME_BUDGET + 120, env=env)
     assert watched.returncode == 0, f"the watcher failed:\n{watched.stdout}\n{watched.stderr}"
     outcome = json.loads(watched.stdout.strip().splitlines()[-1])
     outcome["results"] = json.loads(results.read_text()) if results.exists() else None
