@@ -378,13 +378,16 @@ def _run_until_done(trusted: Path, code: Path, forbid: list[Path], marker_expr: 
     for attempt in range(1, 1000):
         events, ending = _run_pytest(trusted, code, forbid, marker_expr, timeout, pending, attempt, deadline)
         errors = [e for e in events if e["event"] == "collect_error"]
+        if errors and HIDDEN_PREFIX in errors[0]["where"]:  # its traceback would show the hidden test's code
+            raise GradingError("a hidden test file could not be collected: tell your instructor")
         if errors:
             raise GradingError(f"the tests could not be collected in {errors[0]['where']}:\n{errors[0]['message']}")
         batch = next((e["tests"] for e in events if e["event"] == "collected"), None)
         if batch is None and ending == "out of time":
             raise GradingError(f"grading ran out of its time budget of {time_budget:g} s before the tests started")
         if batch is None:
-            raise GradingError(f"pytest did not start ({ending}):\n{_log_tail(trusted)}")
+            hidden = any((trusted / "tests").glob(f"{HIDDEN_PREFIX}*.py"))  # the log may quote hidden tests
+            raise GradingError(f"pytest did not start ({ending})" + ("" if hidden else f":\n{_log_tail(trusted)}"))
         collected = collected if collected is not None else batch
         started = [e["nodeid"] for e in events if e["event"] == "start"]
         for event in events:
