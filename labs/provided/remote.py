@@ -488,11 +488,12 @@ class WorkerManager:
 
     def __init__(self, base: Path, repo: Path, forbidden: list[Path], limits: sandbox.Limits, timeout: float, log: Path) -> None:
         self.base, self.repo, self.forbidden, self.limits, self.timeout, self.log = base, repo, forbidden, limits, timeout, log
-        self.zygote: Zygote | None = None
         self.current: Connection | None = None
         self.exercise: str | None = None
         self.modules: dict[str, RemoteModule] = {}
         self.broken: dict[str, str] = {}  # modules whose import crashed or hung the worker, and how
+        # Started now: it imports torch while pytest collects the tests, instead of at the first test.
+        self.zygote: Zygote | None = Zygote(base, repo, forbidden, limits, log)
 
     def module(self, name: str) -> RemoteModule:
         return self.modules.setdefault(name, RemoteModule(self, name))
