@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import Phase, settings
 
 TESTS_DIR = Path(__file__).resolve().parent
 COURSE_DIR = TESTS_DIR / "course"
@@ -37,6 +38,14 @@ def pytest_configure(config: pytest.Config) -> None:
     labs.use_implementation(impl)
     for exercise in load_catalog():
         config.addinivalue_line("markers", f"{exercise.marker}: Exercise {exercise.id}: {exercise.title}")
+    # Property tests report the smallest failing example of the first failure they find, and
+    # nothing else: no search for further distinct failures, no "explain" phase, no example
+    # database. A student reads one clear case, grading a stub stays quick, and each run (with
+    # derandomize=True on every @settings) tries the same examples: grades repeat.
+    settings.register_profile(
+        "graded", phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink], report_multiple_bugs=False, database=None
+    )
+    settings.load_profile("graded")
     config.addinivalue_line(
         "markers",
         "provided: checks provided code that surrounds an exercise (input validation); runs with the "

@@ -20,7 +20,7 @@ def test_pairwise_squared_distances_by_hand(basics):
 
 
 @pytest.mark.ex1_1
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20, deadline=None, derandomize=True)  # the same examples every run: grades repeat
 @given(n=st.integers(1, 7), m=st.integers(1, 7), d=st.integers(1, 5), seed=st.integers(0, 2**16))
 def test_pairwise_squared_distances_matches_torch_cdist(basics, n, m, d, seed):
     g = torch.Generator().manual_seed(seed)

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from labs.provided import probes
+from labs.provided import probes, references
 from tests.helpers import assert_close, assert_leaves_inputs_unchanged, in_worker
 
 F64 = torch.float64
@@ -33,18 +33,10 @@ def _t(values):
     return torch.tensor(values, dtype=F64)
 
 
-def _torch_conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
-    """The reference that replaces the student's conv2d in the tests of other exercises."""
-    return F.conv2d(x, w, b, stride, padding, dilation, groups)
-
-
-def _torch_conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1):
-    """(dx, dw, db) from autograd through F.conv2d: the reference for conv2d_backward."""
-    with torch.enable_grad():
-        x, w = x.detach().requires_grad_(), w.detach().requires_grad_()
-        b = torch.zeros(w.shape[0], dtype=w.dtype, device=w.device, requires_grad=True)
-        out = F.conv2d(x, w, b, stride, padding, dilation, groups)
-        return torch.autograd.grad(out, (x, w, b), dout)
+# The torch stand-ins for conv2d and conv2d_backward live in the provided code, so that during
+# grading the worker runs them itself instead of calling back into this process at every step.
+_torch_conv2d = references.conv2d
+_torch_conv2d_backward = references.conv2d_backward
 
 
 class _TorchConvWithYourBackward(torch.autograd.Function):

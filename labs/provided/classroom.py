@@ -287,7 +287,8 @@ def _grade_one(run: _Run, submission: Submission) -> StudentGrade | None:
     if missing:
         notes.append(f"graded without {', '.join(missing)} (0 points in their exercises)")
     command = [sys.executable, "-m", "labs", "grade", *run.exercises, "--submission", str(unpacked.folder),
-               "--json", str(work / "results.json"), "--timeout", str(run.timeout), "--time-budget", str(run.time_budget)]
+               "--json", str(work / "results.json"), "--timeout", str(run.timeout), "--time-budget", str(run.time_budget),
+               "--shards", "1"]  # the students run side by side already: one test process each
     if run.extra_tests is not None:
         command += ["--extra-tests", str(run.extra_tests)]
     limit = run.time_budget + 2 * (run.timeout + 60) + 300  # grade ends itself within its budget; this is a backstop

@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     grade.add_argument("--verbose", action="store_true", help="show every failing test, not only the first")
     grade.add_argument("--time-budget", type=float, default=900.0, help="seconds for the whole submission (default: 900)")
     grade.add_argument("--extra-tests", metavar="DIR", help="also grade with the instructor-only test files (test_*.py) in DIR")
+    grade.add_argument("--shards", type=int, default=None, help="test processes sharing the exercises (default: 2 with 2+ CPUs)")
 
     grade_class = commands.add_parser(
         "grade-class", help="grade a class's submissions: results, feedback, grades.csv and a report (instructors)",
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         from labs.provided.grading import run_grader
 
         return run_grader(args.exercises, submission=args.submission, json_path=args.json, timeout=args.timeout,
-                          verbose=args.verbose, time_budget=args.time_budget, extra_tests=args.extra_tests)
+                          verbose=args.verbose, time_budget=args.time_budget, extra_tests=args.extra_tests, shards=args.shards)
     if args.command == "grade-class":
         from labs.provided.classroom import run_grade_class
 

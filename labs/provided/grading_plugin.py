@@ -104,7 +104,8 @@ def _describe_error(error: BaseException) -> str:
         body = text
     else:
         body = f"{kind}: {text}"
-    notes = [str(note) for note in getattr(error, "__notes__", []) if "Falsifying" in str(note) or "example" in str(note)]
+    notes = [str(note) for note in getattr(error, "__notes__", [])
+             if str(note).startswith(("Falsifying", "Failing test case")) or "example" in str(note)]  # hypothesis's wordings
     return "\n".join([body, *notes])
 
 

@@ -238,6 +238,18 @@ PRELOAD = ("torch.nn.functional", "torch.autograd", "torch.autograd.gradcheck", 
            "numpy", "labs.provided.probes", "labs.provided.references")
 
 
+def _warm_up() -> None:
+    """Run once what torch sets up lazily, so that no worker pays for it again.
+
+    An optimizer's first step imports torch._dynamo (about a second); a first backward pass
+    starts autograd's machinery. Tiny tensors: no thread pool starts before the fork.
+    """
+    weight = torch.nn.Parameter(torch.ones(2))
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+    (weight * weight).sum().backward()
+    optimizer.step()
+
+
 def zygote_main(control_fd: int, settings_json: str) -> None:
     """Fork one confined worker per request on the control socket; end them all on shutdown.
 
@@ -251,6 +263,7 @@ def zygote_main(control_fd: int, settings_json: str) -> None:
             importlib.import_module(name)
         except ImportError:
             pass
+    _warm_up()
     sandbox.become_subreaper()
     control = socket.socket(fileno=control_fd)
     statuses: dict[int, int] = {}

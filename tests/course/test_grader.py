@@ -33,6 +33,8 @@ MISBEHAVING_EDITS = [  # in solutions/basics.py: print megabytes (1.1), hang (1.
     ("    loss = ((X @ w + b - y) ** 2).mean()", "    import os\n    os._exit(3)"),
 ]
 
+NO_KEEPDIM_EDIT = ("return exp / exp.sum(dim=dim, keepdim=True)", "return exp / exp.sum(dim=dim)")  # solutions/mlp.py
+
 
 def _grade_cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, **(env_extra or {})}
@@ -48,6 +50,16 @@ def _misbehaving_submission(folder: Path) -> Path:
         assert source.count(old) == 1, f"misbehaving edit no longer applies to solutions/basics.py: {old!r}"
         source = source.replace(old, new)
     (folder / "basics.py").write_text(source)
+    return folder
+
+
+def _edited_solutions(folder: Path, module: str, old: str, new: str) -> Path:
+    folder.mkdir()
+    for name in ("basics", "mlp", "conv", "models"):
+        shutil.copy(REPO_ROOT / "solutions" / f"{name}.py", folder / f"{name}.py")
+    source = (folder / f"{module}.py").read_text()
+    assert source.count(old) == 1, f"edit no longer applies to solutions/{module}.py: {old!r}"
+    (folder / f"{module}.py").write_text(source.replace(old, new))
     return folder
 
 
@@ -73,6 +85,7 @@ def runs(tmp_path_factory) -> dict:
         "solutions": lambda: grade(REPO_ROOT / "solutions", timeout=300),
         "misbehaving": lambda: grade(_misbehaving_submission(base / "misbehaving"), timeout=10),
         "partial": lambda: grade(_partial_submission_with_its_own_tests(base / "partial"), timeout=300),
+        "no-keepdim": lambda: grade(_edited_solutions(base / "no-keepdim", "mlp", *NO_KEEPDIM_EDIT), ["1.4"], timeout=300),
     }
     for wrong in WRONG:
         folder = base / f"wrong-{wrong.module}-{wrong.name.replace(' ', '-')}"
@@ -165,6 +178,15 @@ def test_a_submissions_own_test_files_change_nothing_and_missing_modules_score_z
         else:
             assert result.earned == 0, f"{result.exercise.module}.py was not submitted, yet {result.exercise.id} earned points"
             assert "missing from the submission" in result.first_failure.message
+
+
+def test_a_failing_property_test_shows_its_smallest_failing_case(runs):
+    """A softmax without keepdim: the hypothesis test's feedback names the case, not just the error."""
+    failed = [t for t in runs["no-keepdim"].by_id()["1.4"].tests if not t.passed and "along_any_dim" in t.function]
+    assert failed, "a softmax without keepdim=True should fail the property test along any dim"
+    message = failed[0].message
+    assert "Failing test case" in message or "Falsifying example" in message, f"no failing case in: {message}"
+    assert "shape=" in message and "has shape" in message, f"the case and the error should both show: {message}"
 
 
 def test_bad_grader_arguments_exit_2_with_a_reason(tmp_path):
