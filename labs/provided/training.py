@@ -18,7 +18,8 @@ What `fit` adds on top of the textbook loop:
     epoch, history) and `resume=True`, which continues an interrupted run and ends with the
     same weights as an uninterrupted one (same seed, same device);
     DistributedDataParallel: each process trains on its own shard of every epoch's permutation
-    (see `labs.provided.distributed`); only rank 0 prints and saves.
+    (see `labs.provided.distributed`); only rank 0 prints and saves;
+    `compile_model`: torch.compile, saying that the first steps are slow and then how slow.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import math
 import os
 import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -42,6 +44,9 @@ Prepare = Callable[[Tensor], Tensor]
 Augment = Callable[[Tensor, torch.Generator], Tensor]
 
 HISTORY_KEYS = ("train_loss", "train_acc", "test_loss", "test_acc", "epoch_seconds", "images_per_s")
+COMPILE_NOTICE = "compiling the model with torch.compile (the first steps take a while: ~30-60 s)..."
+# Models from `compile_model` whose first training step has not run yet -> where to report it.
+_first_compiled_step: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 # ----------------------------------------------------------------------------- checks
@@ -77,6 +82,28 @@ def unwrap(model: nn.Module) -> nn.Module:
             model = model._orig_mod
         else:
             return model
+
+
+def compile_model(model: nn.Module, log: Callable[[str], None] | None = print, **options) -> nn.Module:
+    """torch.compile(model, **options), saying first that the first steps will be slow.
+
+    torch.compile returns at once: the work happens in the first calls (the forward graph at
+    the first forward, the backward graph at the first backward, and one more graph the first
+    time the model runs in eval mode). `run_epoch` and `training_throughput` then report how
+    long the first step took, compilation included, through the same `log` (None: silent).
+    """
+    if log is not None:
+        log(COMPILE_NOTICE)
+    compiled = torch.compile(model, **options)
+    if log is not None:
+        _first_compiled_step[compiled] = log
+    return compiled
+
+
+def _report_first_compiled_step(log: Callable[[str], None], seconds: float) -> None:
+    with tqdm.external_write_mode():  # above the progress bar, not through it
+        log(f"torch.compile: the first step took {seconds:.1f} s, compilation included; the next steps run compiled "
+            "(a new batch shape, or evaluation, compiles once more)")
 
 
 def _dist() -> tuple[int, int]:
@@ -291,6 +318,7 @@ def run_epoch(
     """
     rank, world_size = _dist()
     device = next(unwrap(model).parameters()).device
+    compiling = _first_compiled_step.pop(model, None)
     model.train()
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
     bar = tqdm(total=total, desc=desc, unit="step", leave=False, disable=not progress or rank != 0, dynamic_ncols=True, mininterval=0.5)
@@ -310,6 +338,9 @@ def run_epoch(
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
+        if step == 0 and compiling is not None:
+            _synchronize(device)
+            _report_first_compiled_step(compiling, time.perf_counter() - start)
         with torch.no_grad():
             totals[0] += loss.detach() * len(y)
             totals[1] += (logits.argmax(1) == y).sum()
@@ -620,8 +651,13 @@ def training_throughput(
         loss.backward()
         optimizer.step()
 
-    for _ in range(warmup):
+    compiling = _first_compiled_step.pop(model, None)
+    for index in range(warmup):
+        begin = time.perf_counter()
         step()
+        if index == 0 and compiling is not None:
+            _synchronize(device)
+            _report_first_compiled_step(compiling, time.perf_counter() - begin)
     _synchronize(device)
     if device.type == "cuda":
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

@@ -1,12 +1,14 @@
 """Checks of the provided training loop (labs/provided/training.py) and the LeNet/AlexNet recipes.
 
 CPU only and fast: tiny models for the checkpoint mechanics, a short real LeNet-5 run on
-the MNIST in LABS_DATA_DIR (skipped without it), one AlexNet step on synthetic data.
+the MNIST in LABS_DATA_DIR (skipped without it), one AlexNet step on synthetic data, and
+the torch.compile notices (with torch.compile stubbed out: compiling takes minutes on a CPU).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -208,3 +210,32 @@ def test_alexnet_recipe_trains_the_two_tower_model_parallel_version(tmp_path):
     )
     assert process.returncode == 0, process.stdout[-2000:] + process.stderr[-2000:]
     assert "two towers: cpu and cpu" in process.stdout, process.stdout[-2000:]
+
+
+def _fake_compile(model: nn.Module, **options) -> nn.Module:
+    """Stands in for torch.compile (minutes on a CPU): a new module around the same model, as torch.compile returns."""
+    return nn.Sequential(model)
+
+
+def test_compile_model_says_it_compiles_and_then_how_long_the_first_step_took(monkeypatch):
+    monkeypatch.setattr(torch, "compile", _fake_compile)
+    train, test = tiny_problem()
+    net, opt, sched, gen = make_run(epochs=2)
+    lines = []
+    model = training.compile_model(net, log=lines.append)
+    assert lines == [training.COMPILE_NOTICE], f"compile_model should announce the wait before anything runs, said {lines}"
+    assert "torch.compile" in training.COMPILE_NOTICE and "take a while" in training.COMPILE_NOTICE
+    training.fit(model, opt, train, test, 2, 24, gen, sched, progress=False, log=None)
+    assert len(lines) == 2 and re.search(r"the first step took \d+\.\d s", lines[1]), f"expected one report after the first step, got {lines}"
+
+
+def test_recipes_announce_torch_compile(monkeypatch, capsys, tmp_path):
+    from labs.provided.recipes import alexnet
+
+    monkeypatch.setattr(torch, "compile", _fake_compile)
+    code = alexnet.main(["--data", "synthetic", "--fast", "--device", "cpu", "--compile", "--max-steps", "1", "--batch-size", "4",
+                         "--checkpoint", "none", "--no-progress", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "compiling the model with torch.compile (the first steps take a while" in out, out[-2000:]
+    assert "the first step took" in out, out[-2000:]

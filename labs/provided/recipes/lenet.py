@@ -16,6 +16,7 @@ mini set it reached 98.2% on the 10,000 official test digits (CPU, seed 0), and 
     python -m labs train lenet --activation tanh --pooling avg   # closer to the 1998 network
     python -m labs train lenet --conv lab               # your own Conv2d (exercise 2.8): slower
     python -m labs train lenet --resume                 # continue an interrupted run from its checkpoint
+    python -m labs train lenet --compile                # torch.compile: a slow first step, faster after (on a GPU)
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-size", type=int, default=None, help="use only the first N training digits (default: all; fast: 5,000)")
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on for CUDA)")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, help="channels_last layout (default: on for CUDA)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (the first steps compile: a slow start, faster after)")
     return parser
 
 
@@ -120,10 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"LeNet-5 ({args.activation}, {args.pooling} pooling, conv={args.conv}, {n_params:,} parameters) on {describe(device)}; "
         f"{len(y_train):,} training / {len(y_test):,} test digits; {epochs} epochs, batch {batch_size}, lr {lr:g}, "
-        f"shifts <= {shift}px, bf16={bf16}, channels_last={channels_last}" + ("  [fast mode]" if args.fast else "")
+        f"shifts <= {shift}px, bf16={bf16}, channels_last={channels_last}, compile={args.compile}" + ("  [fast mode]" if args.fast else "")
     )
+    model = training.compile_model(net) if args.compile else net
     history = training.fit(
-        net, optimizer, (X_train, y_train), (X_test, y_test), epochs, batch_size, generator, scheduler,
+        model, optimizer, (X_train, y_train), (X_test, y_test), epochs, batch_size, generator, scheduler,
         augment=shift_digits(shift) if shift > 0 else None, bf16=bf16, channels_last=channels_last,
         checkpoint=None if args.checkpoint.lower() == "none" else args.checkpoint, resume=args.resume, extra={"recipe": "lenet", "args": vars(args)}, progress=args.progress,
     )
