@@ -281,7 +281,81 @@ class LeNet5(nn.Module):
         return layer_outputs(self, x)
 
 
-# ---------------------------------------------------------------- provided: local response normalisation
+# ---------------------------------------------------------------- local response normalisation: exercise 4.2 and the provided layer
+
+
+def channel_window_sum(t: Tensor, size: int) -> Tensor:
+    """For each channel c, the sum of t over channels c - size//2 .. c + size//2 that exist.
+
+    Shapes: (N, C, H, W) -> (N, C, H, W); size odd. The window is symmetric, so channel j lies
+    in the window of channel c exactly when c lies in the window of j: the backward pass of
+    local response normalisation sums over the same windows as its forward pass.
+    """
+    # BEGIN SOLUTION 4.2: Local response normalisation, forward and backward by hand
+    # HINT: pad the channels with size//2 zeros on each side (F.pad(t, (0, 0, 0, 0, h, h))), then add `size` shifted slices.
+    half = size // 2
+    padded = F.pad(t, (0, 0, 0, 0, half, half))  # (N, C, H, W) -> (N, C + 2 * half, H, W)
+    channels = t.shape[1]
+    return sum(padded[:, i : i + channels] for i in range(size))  # size x (N, C, H, W), summed
+    # END SOLUTION
+
+
+class LocalResponseNormFunction(torch.autograd.Function):
+    """Local response normalisation across all channels of x, with a hand-written backward pass.
+
+        S[c] = sum of a[c']^2 over the window of c (`channel_window_sum(a ** 2, size)`)
+        D[c] = k + alpha * S[c]
+        b[c] = a[c] * D[c] ** -beta
+
+    Call it as `LocalResponseNormFunction.apply(x, size, alpha, beta, k)`; x is (N, C, H, W)
+    and so is the result. Notebook 04 derives the backward pass:
+
+        dL/da[j] = g[j] * D[j] ** -beta
+                   - 2 * alpha * beta * a[j] * (sum over c in the window of j of g[c] * a[c] * D[c] ** (-beta - 1))
+
+    with g = dL/db.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, size: int, alpha: float, beta: float, k: float) -> Tensor:
+        """Returns b (N, C, H, W); saves what backward needs on ctx."""
+        # BEGIN SOLUTION 4.2
+        # HINT: save x and D (ctx.save_for_backward); keep size, alpha and beta as attributes of ctx.
+        denominator = k + alpha * channel_window_sum(x * x, size)  # D: (N, C, H, W)
+        ctx.save_for_backward(x, denominator)
+        ctx.size, ctx.alpha, ctx.beta = size, alpha, beta
+        return x * denominator.pow(-beta)
+        # END SOLUTION
+
+    @staticmethod
+    def backward(ctx, dout: Tensor):
+        """Returns one gradient per input of forward: (dx, None, None, None, None)."""
+        # BEGIN SOLUTION 4.2
+        # HINT: the second term sums over windows again: channel_window_sum of g * a * D ** (-beta - 1).
+        x, denominator = ctx.saved_tensors
+        scaled = dout * denominator.pow(-ctx.beta)  # g * D^-beta: (N, C, H, W)
+        through_sum = channel_window_sum(scaled * x / denominator, ctx.size)  # sum over windows of g a D^(-beta-1)
+        dx = scaled - 2 * ctx.alpha * ctx.beta * x * through_sum
+        return dx, None, None, None, None
+        # END SOLUTION
+
+
+def local_response_norm(x: Tensor, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0) -> Tensor:
+    """Local response normalisation across the channels of x (N, C, H, W), the paper's alpha (on the sum).
+
+    Your `LocalResponseNormFunction` (exercise 4.2), after checking the input. The paper's
+    values are the defaults. Raises TypeError for a non-tensor, ValueError for a non-float
+    dtype, a shape other than (N, C, H, W) or an even or non-positive size.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"local_response_norm expected x to be a torch.Tensor of shape (N, C, H, W), got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"local_response_norm expected a floating-point x, got dtype {x.dtype}")
+    if x.dim() != 4:
+        raise ValueError(f"local_response_norm expected x of shape (N, C, H, W), got {tuple(x.shape)}")
+    if not isinstance(size, int) or size < 1 or size % 2 == 0:
+        raise ValueError(f"local_response_norm expected an odd positive window size (the paper's is 5), got {size!r}")
+    return LocalResponseNormFunction.apply(x, size, alpha, beta, k)
 
 
 class TowerLocalResponseNorm(nn.Module):
@@ -299,24 +373,34 @@ class TowerLocalResponseNorm(nn.Module):
       channels are split into `groups` equal blocks and each block is normalised on its own,
       so no information crosses between towers here either.
 
+    `impl="torch"` (the default) computes it with F.local_response_norm; `impl="lab"` with your
+    `local_response_norm` (exercise 4.2), whose backward pass you wrote (odd sizes only).
+
     Shapes: (N, C, H, W) -> (N, C, H, W), with C divisible by groups.
     """
 
-    def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0, groups: int = 1) -> None:
+    def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0, groups: int = 1,
+                 impl: str = "torch") -> None:
         super().__init__()
         _check_positive_int("TowerLocalResponseNorm", "size", size)
         _check_positive_int("TowerLocalResponseNorm", "groups", groups)
-        self.size, self.alpha, self.beta, self.k, self.groups = size, alpha, beta, k, groups
+        _check_option("TowerLocalResponseNorm", "impl", impl, ("torch", "lab"))
+        if impl == "lab" and size % 2 == 0:
+            raise ValueError(f"TowerLocalResponseNorm(impl='lab') needs an odd size, got {size}")
+        self.size, self.alpha, self.beta, self.k, self.groups, self.impl = size, alpha, beta, k, groups, impl
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] % self.groups != 0:
             raise ValueError(f"TowerLocalResponseNorm expected input of shape (N, C, H, W) with C divisible by groups={self.groups}, got {tuple(x.shape)}")
         towers = x.chunk(self.groups, dim=1)  # groups x (N, C / groups, H, W)
-        normalised = [F.local_response_norm(t, self.size, alpha=self.alpha * self.size, beta=self.beta, k=self.k) for t in towers]
+        if self.impl == "lab":
+            normalised = [local_response_norm(t, self.size, self.alpha, self.beta, self.k) for t in towers]
+        else:
+            normalised = [F.local_response_norm(t, self.size, alpha=self.alpha * self.size, beta=self.beta, k=self.k) for t in towers]
         return torch.cat(normalised, dim=1)  # (N, C, H, W)
 
     def extra_repr(self) -> str:
-        return f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, groups={self.groups}"
+        return f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, groups={self.groups}, impl={self.impl!r}"
 
 
 # The number of neurons per layer as printed in Section 3.5 of the paper. The first is

@@ -1,4 +1,5 @@
-"""Grades labs 3 and 4's models (labs/models.py): exercises 3.1 (LeNet-5) and 4.1 (AlexNet).
+"""Grades labs 3 and 4's models (labs/models.py): exercises 3.1 (LeNet-5), 4.1 (AlexNet) and 4.2
+(local response normalisation with a hand-written backward pass).
 
 AlexNet has 61 million parameters, so these tests build it as rarely as they can: parameter
 counts on PyTorch's "meta" device (shapes without memory), one shared model for the checks
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from labs.provided import probes, references
-from tests.helpers import assert_close, in_worker
+from tests.helpers import assert_close, assert_leaves_inputs_unchanged, in_worker
 
 # ---------------------------------------------------------------- 3.1 LeNet-5
 
@@ -444,3 +445,113 @@ def test_two_tower_alexnet_needs_two_towers(models):
         one_tower = models.AlexNet(groups=1)
     with pytest.raises(ValueError, match="groups=2"):
         models.TwoTowerAlexNet(one_tower, devices=("cpu", "cpu"))
+
+
+# ---------------------------------------------------------------- 4.2 local response normalisation by hand
+
+
+def _lrn_input(*shape: int, seed: int) -> torch.Tensor:
+    """float64 activations of AlexNet's size after a ReLU, scaled so that the normalisation matters."""
+    return 10 * torch.rand(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.ex4_2
+def test_channel_window_sum_by_hand(models):
+    # channels (1, 2, 3, 4), window 3: (1+2, 1+2+3, 2+3+4, 3+4); window 1: unchanged; window 5: (6, 10, 10, 9)
+    t = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64).view(1, 4, 1, 1)
+    assert_close(models.channel_window_sum(t, 3).flatten(), torch.tensor([3.0, 6.0, 9.0, 7.0], dtype=torch.float64), "channel_window_sum(size=3)")
+    assert_close(models.channel_window_sum(t, 1).flatten(), t.flatten(), "channel_window_sum(size=1)")
+    assert_close(models.channel_window_sum(t, 5).flatten(), torch.tensor([6.0, 10.0, 10.0, 9.0], dtype=torch.float64), "channel_window_sum(size=5)")
+
+
+@pytest.mark.ex4_2
+def test_channel_window_sum_matches_a_sum_over_each_window(models):
+    t = torch.randn(2, 7, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(40))
+    for size in (1, 3, 5, 9):
+        expected = torch.stack([t[:, max(0, c - size // 2) : c + size // 2 + 1].sum(1) for c in range(7)], dim=1)  # (2, 7, 3, 4)
+        assert_close(models.channel_window_sum(t, size), expected, f"channel_window_sum(t of shape (2, 7, 3, 4), size={size})")
+
+
+@pytest.mark.ex4_2
+def test_local_response_norm_forward_by_hand(models):
+    # size 3, alpha 1, beta 1, k 1 on channels (1, 2, 3): b = (1/6, 2/15, 3/14), as in test_tower_local_response_norm_by_hand;
+    # beta 0.5 and k 2 catch a beta or k left out: b = (1/sqrt(7), 2/sqrt(16), 3/sqrt(15))
+    a = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64).view(1, 3, 1, 1)
+    b = models.LocalResponseNormFunction.apply(a, 3, 1.0, 1.0, 1.0)
+    assert_close(b.flatten(), torch.tensor([1 / 6, 2 / 15, 3 / 14], dtype=torch.float64), "LocalResponseNormFunction (size 3, alpha 1, beta 1, k 1)")
+    b = models.LocalResponseNormFunction.apply(a, 3, 1.0, 0.5, 2.0)
+    expected = torch.tensor([1 / math.sqrt(7), 2 / math.sqrt(16), 3 / math.sqrt(15)], dtype=torch.float64)
+    assert_close(b.flatten(), expected, "LocalResponseNormFunction (size 3, alpha 1, beta 0.5, k 2)")
+
+
+@pytest.mark.ex4_2
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+def test_local_response_norm_forward_matches_the_papers_formula(models, dtype):
+    a = _lrn_input(2, 96, 5, 5, seed=41).to(dtype)
+    assert_close(models.LocalResponseNormFunction.apply(a, 5, 1e-4, 0.75, 2.0), _paper_lrn(a, 1), "LocalResponseNormFunction (the paper's values)")
+
+
+def _lrn_case(seed: int):
+    """(input, grad_output, size, alpha, beta, k): a small case where every term of the backward pass counts."""
+    x = _lrn_input(2, 6, 3, 2, seed=seed)  # (N, C, H, W)
+    dout = torch.randn(2, 6, 3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(seed + 1))
+    return x, dout, 3, 0.05, 0.75, 2.0  # a large alpha: the second term of dx is no rounding error
+
+
+@pytest.mark.ex4_2
+def test_local_response_norm_backward_matches_autograd(models):
+    x, dout, size, alpha, beta, k = _lrn_case(seed=42)
+    leaf = x.clone().requires_grad_()
+    expected = F.local_response_norm(leaf, size, alpha=alpha * size, beta=beta, k=k)  # torch's alpha is on the mean
+    (want,) = torch.autograd.grad(expected, leaf, dout)
+    result = in_worker(probes.forward_backward, models.LocalResponseNormFunction.apply, (x.clone().requires_grad_(), size, alpha, beta, k), dout)
+    assert_close(result["output"], expected.detach(), "LocalResponseNormFunction output")
+    assert result["input_grads"][0] is not None, "LocalResponseNormFunction.backward gives no gradient for x"
+    assert_close(result["input_grads"][0], want, "LocalResponseNormFunction gradient for x (autograd through F.local_response_norm)")
+
+
+@pytest.mark.ex4_2
+def test_local_response_norm_backward_matches_finite_differences(models):
+    # What torch.autograd.gradcheck does, with your forward on one side and your backward on the other:
+    # d<dout, f(x)>/dx[i] ~ (<dout, f(x + eps e_i)> - <dout, f(x - eps e_i)>) / (2 eps), in float64.
+    x, dout, size, alpha, beta, k = _lrn_case(seed=44)
+    x, dout = x[:1, :, :2, :1].contiguous(), dout[:1, :, :2, :1].contiguous()  # (1, 6, 2, 1): 12 inputs
+    result = in_worker(probes.forward_backward, models.LocalResponseNormFunction.apply, (x.clone().requires_grad_(), size, alpha, beta, k), dout)
+    eps, numerical = 1e-6, torch.zeros_like(x)
+    for i in range(x.numel()):
+        step = torch.zeros_like(x).view(-1)
+        step[i] = eps
+        plus = models.LocalResponseNormFunction.apply(x + step.view_as(x), size, alpha, beta, k)
+        minus = models.LocalResponseNormFunction.apply(x - step.view_as(x), size, alpha, beta, k)
+        numerical.view(-1)[i] = ((plus - minus) * dout).sum() / (2 * eps)
+    assert_close(result["input_grads"][0], numerical, "LocalResponseNormFunction gradient for x (central differences of its forward)", rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.ex4_2
+def test_local_response_norm_leaves_its_input_unchanged(models):
+    x = _lrn_input(1, 8, 2, 2, seed=46)
+    assert_leaves_inputs_unchanged(models.local_response_norm, {"x": x}, "local_response_norm")
+
+
+@pytest.mark.ex4_2
+def test_tower_local_response_norm_on_your_function_equals_torchs(models):
+    a = _lrn_input(2, 96, 4, 4, seed=47)
+    for groups in (1, 2):
+        ours = models.TowerLocalResponseNorm(groups=groups, impl="lab")(a)
+        assert_close(ours, models.TowerLocalResponseNorm(groups=groups)(a), f"TowerLocalResponseNorm(groups={groups}, impl='lab')")
+
+
+@pytest.mark.ex4_2
+@pytest.mark.provided
+@pytest.mark.parametrize("bad, match", [((1, 6, 4), "shape"), ((1, 6, 2, 2, 1), "shape")])
+def test_local_response_norm_rejects_bad_shapes(models, bad, match):
+    with pytest.raises(ValueError, match=match):
+        models.local_response_norm(torch.zeros(bad))
+
+
+@pytest.mark.ex4_2
+@pytest.mark.provided
+@pytest.mark.parametrize("size", [4, 0, -3])
+def test_local_response_norm_needs_an_odd_positive_window(models, size):
+    with pytest.raises(ValueError, match="odd positive window size"):
+        models.local_response_norm(torch.zeros(1, 6, 2, 2), size)

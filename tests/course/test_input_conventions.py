@@ -37,12 +37,14 @@ FLOAT_FUNCTIONS = {
     "avg_pool2d": lambda bad: conv.avg_pool2d(bad, 2),
     "LeNet5.check_input": lambda bad: models.LeNet5.check_input(bad),
     "AlexNet.check_input": lambda bad: models.AlexNet.check_input(bad),
+    "local_response_norm": lambda bad: models.local_response_norm(bad),
 }
 SHAPES = {  # a float value of the right shape for each: the ndarray and the int64 tensor take it
     "softmax": (2, 3), "log_softmax": (2, 3), "relu": (4,), "sigmoid_grad": (4,), "softmax_jacobian": (3,),
     "conv1d": (1, 1, 6), "conv1d (weight)": (1, 1, 3), "conv2d": (1, 1, 6, 6), "conv2d_naive": (1, 1, 6, 6),
     "conv2d_backward (dout)": (1, 1, 4, 4), "max_pool2d": (1, 1, 6, 6), "avg_pool2d": (1, 1, 6, 6),
     "LeNet5.check_input": (2, 1, 32, 32), "AlexNet.check_input": (2, 3, 227, 227),
+    "local_response_norm": (1, 6, 2, 2),
 }
 
 

@@ -20,4 +20,19 @@ WRONG = [
         old="self.norm2 = TowerLocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0, groups=groups)",
         new="self.norm2 = TowerLocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0, groups=1)",
     ),
+    WrongImplementation(
+        name="LRN backward without the windowed sum (each channel's own term only)",
+        exercise="4.2",
+        module="models",
+        old="through_sum = channel_window_sum(scaled * x / denominator, ctx.size)",
+        new="through_sum = scaled * x / denominator  # the neighbours' terms are forgotten (wrong)",
+        says="gradient for x",
+    ),
+    WrongImplementation(
+        name="LRN forward forgets k (divides by (alpha * S) ** beta)",
+        exercise="4.2",
+        module="models",
+        old="denominator = k + alpha * channel_window_sum(x * x, size)",
+        new="denominator = alpha * channel_window_sum(x * x, size)  # k is missing (wrong)",
+    ),
 ]
