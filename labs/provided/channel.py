@@ -240,3 +240,18 @@ def provided_name(value: Any) -> str | None:
     if isinstance(module, str) and module.startswith("labs.provided.") and isinstance(name, str) and "." not in name:
         return f"{module}:{name}"
     return None
+
+
+def tensors_in(value: Any) -> list[torch.Tensor]:
+    """The tensors in a call's arguments (nested lists, tuples and dicts), in a fixed order; meta tensors left out.
+
+    Both sides number the arguments of a call by this order: the worker reports which of them
+    the student's code changed in place, and the grader writes those back into its own.
+    """
+    if isinstance(value, torch.Tensor):
+        return [value] if value.device.type != "meta" else []
+    if isinstance(value, (list, tuple)):
+        return [t for item in value for t in tensors_in(item)]
+    if isinstance(value, dict):
+        return [t for item in value.values() for t in tensors_in(item)]
+    return []

@@ -301,11 +301,11 @@ def _stop(process: subprocess.Popen) -> None:
     process.wait()
 
 
-def _log_tail(workspace: Path, lines: int = 25) -> str:
-    logs = sorted(workspace.glob("pytest-*.log"))
-    if not logs:
+def _log_tail(workspace: Path, attempt: str, lines: int = 25) -> str:
+    log = workspace / f"pytest-{attempt}.log"
+    if not log.is_file():
         return ""
-    return "\n".join(logs[-1].read_text(errors="replace").splitlines()[-lines:])
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
 def grade(source: str | Path | None = None, exercises: list[str] | None = None, timeout: float = 60.0,
@@ -400,13 +400,14 @@ def share_out(exercises: list[str], shards: int) -> list[list[str]]:
 
 
 def _run_until_done(trusted: Path, code: Path, forbid: list[Path], marker_expr: str, timeout: float,
-                    deadline: float, time_budget: float, shard: int = 0) -> tuple[list[dict], dict[str, dict]]:
+                    deadline: float, time_budget: float, shard: int) -> tuple[list[dict], dict[str, dict]]:
     """Run pytest, and again on the tests it did not reach if its process ended early."""
     collected: list[dict] | None = None
     results: dict[str, dict] = {}
     pending: list[str] | None = None
     for attempt in range(1, 1000):
-        events, ending = _run_pytest(trusted, code, forbid, marker_expr, timeout, pending, f"{shard}.{attempt}", deadline)
+        tag = f"{shard}.{attempt}"  # this test process's report and log files
+        events, ending = _run_pytest(trusted, code, forbid, marker_expr, timeout, pending, tag, deadline)
         errors = [e for e in events if e["event"] == "collect_error"]
         if errors and HIDDEN_PREFIX in errors[0]["where"]:  # its traceback would show the hidden test's code
             raise GradingError("a hidden test file could not be collected: tell your instructor")
@@ -417,7 +418,7 @@ def _run_until_done(trusted: Path, code: Path, forbid: list[Path], marker_expr: 
             raise GradingError(f"grading ran out of its time budget of {time_budget:g} s before the tests started")
         if batch is None:
             hidden = any((trusted / "tests").glob(f"{HIDDEN_PREFIX}*.py"))  # the log may quote hidden tests
-            raise GradingError(f"pytest did not start ({ending})" + ("" if hidden else f":\n{_log_tail(trusted)}"))
+            raise GradingError(f"pytest did not start ({ending})" + ("" if hidden else f":\n{_log_tail(trusted, tag)}"))
         collected = collected if collected is not None else batch
         started = [e["nodeid"] for e in events if e["event"] == "start"]
         for event in events:

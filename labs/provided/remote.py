@@ -40,6 +40,7 @@ from labs.provided.channel import (
     provided_name,
     receive_message,
     send_message,
+    tensors_in,
 )
 
 MAX_OUTPUT = 64 * 1024  # bytes of a worker's printed output kept for one test
@@ -314,23 +315,13 @@ class Connection:
         }
         tree = {"op": "call", "target": encoder.encode(target), "args": encoder.encode(list(args)), "kwargs": encoder.encode(dict(kwargs)), "ambient": ambient}
         result, decoder = self.request(tree, encoder)
-        originals = _tensors_in((list(args), dict(kwargs)))
+        originals = tensors_in((list(args), dict(kwargs)))
         for index, value in result.get("changed", []):
             _write_back(originals[index], decoder.decode(value))  # the student's code changed an argument in place
         return decoder.decode(result["value"])
 
     def reset(self) -> None:
         self.request({"op": "reset"}, Encoder(self.name_object))
-
-
-def _tensors_in(value: Any) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value] if value.device.type != "meta" else []
-    if isinstance(value, (list, tuple)):
-        return [t for item in value for t in _tensors_in(item)]
-    if isinstance(value, dict):
-        return [t for item in value.values() for t in _tensors_in(item)]
-    return []
 
 
 def _write_back(original: torch.Tensor, changed: torch.Tensor) -> None:

@@ -33,7 +33,16 @@ from typing import Any
 import torch
 
 from labs.provided import sandbox
-from labs.provided.channel import MAX_TEXT, ChannelClosed, Decoder, Encoder, provided_name, receive_message, send_message
+from labs.provided.channel import (
+    MAX_TEXT,
+    ChannelClosed,
+    Decoder,
+    Encoder,
+    provided_name,
+    receive_message,
+    send_message,
+    tensors_in,
+)
 
 DEFAULT_THREADS = 1
 
@@ -114,7 +123,7 @@ class Worker:
             return None
         if op == "call":
             args, kwargs = decoder.decode(request["args"]), decoder.decode(request["kwargs"])
-            before = [(t, t.detach().clone()) for t in _tensors_in((args, kwargs))]
+            before = [(t, t.detach().clone()) for t in tensors_in((args, kwargs))]
             with _ambient(request.get("ambient", {})):
                 result = target(*args, **kwargs)
             changed = [i for i, (t, copy) in enumerate(before) if _changed(t, copy)]
@@ -175,16 +184,6 @@ def _exception_from(error: dict) -> BaseException:
     if isinstance(kind, type) and issubclass(kind, Exception):
         return kind(message)
     return RemoteCallError(message)
-
-
-def _tensors_in(value: Any) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value] if value.device.type != "meta" else []
-    if isinstance(value, (list, tuple)):
-        return [t for item in value for t in _tensors_in(item)]
-    if isinstance(value, dict):
-        return [t for item in value.values() for t in _tensors_in(item)]
-    return []
 
 
 def _changed(tensor: torch.Tensor, copy: torch.Tensor) -> bool:

@@ -30,9 +30,14 @@ def test_two_gloo_processes_end_with_identical_trained_weights(tmp_path, models)
     assert "x 2 process(es)" in result.stdout, "rank 0 should report a run with two processes"
     assert result.stdout.count("training throughput") == 1, "only rank 0 should print"
 
+    assert_both_ranks_trained_alike(pattern, models, "DDP")
+
+
+def assert_both_ranks_trained_alike(pattern: str, models, what: str) -> None:
+    """Ranks 0 and 1 saved (`--save-rank-state pattern`) the same weights, which training changed."""
     states = [torch.load(pattern.format(rank=rank), weights_only=True) for rank in (0, 1)]
     for name, value in states[0].items():
-        assert torch.equal(value, states[1][name]), f"after DDP training, rank 0 and rank 1 disagree on {name}"
+        assert torch.equal(value, states[1][name]), f"after {what} training, rank 0 and rank 1 disagree on {name}"
 
     # The starting weights: the same seed, the same model, before any step.
     torch.manual_seed(0)

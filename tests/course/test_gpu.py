@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from labs.provided.seeding import seed_everything
+from tests.course.test_distributed import assert_both_ranks_trained_alike
 from tests.helpers import assert_close
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -211,10 +212,4 @@ def test_two_nccl_processes_end_with_identical_trained_weights(tmp_path, models)
     )
     assert result.returncode == 0, f"torchrun failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
     assert "x 2 process(es)" in result.stdout, "rank 0 should report a run with two processes"
-    states = [torch.load(pattern.format(rank=rank), weights_only=True) for rank in (0, 1)]
-    for name, value in states[0].items():
-        assert torch.equal(value, states[1][name]), f"after NCCL DDP training, rank 0 and rank 1 disagree on {name}"
-    torch.manual_seed(0)
-    start = models.AlexNet(num_classes=10, small_inputs=True).state_dict()
-    changed = [name for name, value in start.items() if not torch.equal(value, states[0][name])]
-    assert "conv1.weight" in changed and "fc8.weight" in changed, "training should have changed the weights"
+    assert_both_ranks_trained_alike(pattern, models, "NCCL DDP")
