@@ -44,7 +44,8 @@ import torch
 from reporting import REPO_ROOT, RESULTS_DIR, device_name, save_json, utc_timestamp
 
 from labs import EXERCISE_MODULES
-from labs.provided.release import generate, load_catalog
+from labs.grader.catalog import load_catalog
+from labs.instructor.release import generate
 
 CATALOG = {exercise.id: exercise for exercise in load_catalog()}
 HANGS = ["1.2", "1.12", "2.3"]  # an exercise function that loops forever
@@ -52,8 +53,8 @@ CRASHES = ["1.3", "1.8", "2.7"]  # an exercise function that ends its process
 
 
 def _wrong_implementations() -> list:
-    return [w for path in sorted((REPO_ROOT / "tests" / "course").glob("wrong_*.py"))
-            for w in importlib.import_module(f"tests.course.{path.stem}").WRONG]
+    return [w for path in sorted((REPO_ROOT / "tests" / "course" / "fixtures").glob("wrong_*.py"))
+            for w in importlib.import_module(f"tests.course.fixtures.{path.stem}").WRONG]
 
 
 STUBS = {path.stem: text for path, text in generate()[0].items() if path.suffix == ".py"}

@@ -6,7 +6,11 @@ Your files (exercise modules, one topic each):
     labs/conv.py     Lab 2  convolutions and pooling by hand
     labs/models.py   Lab 3-4  LeNet-5 and AlexNet
 
-Provided infrastructure, never edited by students, lives in `labs/provided/`.
+Given to you, never edited by students:
+    labs/provided/    what you import: settings, devices, seeding, data, training, plots, recipes
+    labs/grader/      `python -m labs grade` and `labs.check()`: the autograder
+    labs/instructor/  the instructor's tools (release, class grading, the Gradescope zip)
+    labs/cli.py       the command line, `python -m labs ...`
 
 `import labs.mlp` gives your own code. The reference solutions can stand in for the
 exercise modules (the notebooks run that way in CI, and `pytest --impl solutions`):
@@ -21,6 +25,7 @@ import os
 import sys
 from pathlib import Path
 
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the course's folder: labs/, solutions/, tests/ side by side
 EXERCISE_MODULES = ("basics", "mlp", "conv", "models")
 IMPLEMENTATIONS = ("labs", "solutions")
 
@@ -57,7 +62,7 @@ def _find_solutions() -> None:
     """Make `solutions` importable: installed, or else the folder beside `labs/` (not installed)."""
     if importlib.util.find_spec("solutions") is not None:
         return
-    root = Path(__file__).resolve().parent.parent  # the repository: labs/ and solutions/ side by side
+    root = REPO_ROOT
     if not (root / "solutions" / "__init__.py").is_file():
         raise RuntimeError(
             "LABS_IMPL=solutions asks for the reference solutions, but this copy of the course has no "

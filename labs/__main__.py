@@ -1,5 +1,5 @@
-"""`python -m labs {grade,release,train}`: see `python -m labs --help`."""
+"""`python -m labs COMMAND`: see `python -m labs --help` (labs/cli.py)."""
 
-from labs.provided.cli import main
+from labs.cli import main
 
 raise SystemExit(main())

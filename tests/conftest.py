@@ -12,7 +12,7 @@ Tests receive the exercise module through a fixture (`mlp`, `conv`, ...) rather 
 top-level import: a module that fails to import then fails its own tests with the error,
 instead of stopping the whole run. When the grader runs the tests (`python -m labs grade`),
 the fixtures hand out proxies instead: the student's code runs in a confined worker process
-and only data comes back (labs/provided/remote.py). Tests therefore treat what a module
+and only data comes back (labs/grader/trusted/proxies.py). Tests therefore treat what a module
 returns as data, and reach autograd inside the student's code through `tests.helpers.in_worker`.
 """
 
@@ -33,7 +33,7 @@ def pytest_configure(config: pytest.Config) -> None:
     impl = config.getoption("impl")
     os.environ["LABS_IMPL"] = impl  # subprocesses (notebooks, torchrun) see the same choice
     import labs
-    from labs.provided.release import load_catalog
+    from labs.grader.catalog import load_catalog
 
     labs.use_implementation(impl)
     for exercise in load_catalog():
@@ -55,7 +55,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Check that every graded test names one exercise; keep course checks to --impl solutions."""
-    from labs.provided.release import load_catalog
+    from labs.grader.catalog import load_catalog
 
     markers = {exercise.marker for exercise in load_catalog()}
     course, graded = [], []

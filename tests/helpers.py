@@ -44,12 +44,12 @@ def assert_close(actual, expected: Tensor, what: str, rtol: float | None = None,
 
 
 def in_worker(probe, *args, **kwargs):
-    """Run a probe of labs/provided/probes.py where the code under test runs, and return its data.
+    """Run a probe of labs/grader/worker/probes.py where the code under test runs, and return its data.
 
     During grading that is the worker process that runs the student's code; in a plain pytest
     run it is this process.
     """
-    from labs.provided.remote import run_probe
+    from labs.grader.trusted.proxies import run_probe
 
     return run_probe(probe, *args, **kwargs)
 

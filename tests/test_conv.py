@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from labs.provided import probes, references
+from labs.grader.worker import probes, references
 from tests.helpers import assert_close, assert_leaves_inputs_unchanged, in_worker
 
 F64 = torch.float64

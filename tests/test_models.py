@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from labs.provided import probes, references
+from labs.grader.worker import probes, references
 from tests.helpers import assert_close, assert_leaves_inputs_unchanged, in_worker
 
 # ---------------------------------------------------------------- 3.1 LeNet-5

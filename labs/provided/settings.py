@@ -8,7 +8,7 @@
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from labs import REPO_ROOT
 
 
 def fast_mode() -> bool:

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import tempfile
 import time
 import weakref
 from pathlib import Path
@@ -37,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
+
+from labs.provided.atomic import write_atomically
 
 # (N, C, H, W) -> (N, C, H', W') float: applied to every batch (train and test) before the model.
 Prepare = Callable[[Tensor], Tensor]
@@ -413,24 +413,9 @@ def _set_rng_states(generator: torch.Generator, states: dict) -> None:
 def atomic_save(obj: object, path: str | Path) -> Path:
     """torch.save `obj` to `path` so that `path` is either the old file or the complete new one.
 
-    Writes to a temporary file in the same folder, flushes it to disk, then renames it over
-    `path` (os.replace is atomic on POSIX and Windows within one file system). If anything
-    fails, the temporary file is removed and `path` is untouched.
+    (labs.provided.atomic: a temporary file beside it, flushed, then renamed over it.)
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(obj, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    return path
+    return write_atomically(path, lambda file: torch.save(obj, file))
 
 
 def save_checkpoint(

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from labs.provided.release import REPO_ROOT
+from labs import REPO_ROOT
 
 
 def _labs(*args: str, **env: str) -> subprocess.CompletedProcess:

@@ -1,0 +1,183 @@
+"""The command line: `python -m labs COMMAND`; `python -m labs --help` lists the commands.
+
+Each command is declared by a function that adds its arguments and a handler that runs it;
+`COMMANDS` ties them together. Handlers import what they need when they run, so that
+`python -m labs train` does not pay for the grader, nor `grade` for torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Callable
+
+from labs.grader.trusted.runner import DEFAULT_TIME_BUDGET, DEFAULT_TIMEOUT
+
+RECIPES = ("mlp", "lenet", "alexnet")
+
+
+# ---------------------------------------------------------------- grading
+
+
+def _grading_limits(parser: argparse.ArgumentParser, budget_help: str) -> None:
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                        help=f"seconds allowed per test (default: {DEFAULT_TIMEOUT:g})")
+    parser.add_argument("--time-budget", type=float, default=DEFAULT_TIME_BUDGET,
+                        help=f"{budget_help} (default: {DEFAULT_TIME_BUDGET:g})")
+    parser.add_argument("--extra-tests", metavar="DIR", help="also grade with the instructor-only test files (test_*.py) in DIR")
+
+
+def _declare_grade(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("exercises", nargs="*", help="exercise ids to grade, e.g. 1.4 2.3 (default: all)")
+    parser.add_argument("--submission", metavar="DIR", help="grade the exercise modules in DIR instead of labs/")
+    parser.add_argument("--json", metavar="PATH", help="also write Gradescope's results.json to PATH")
+    parser.add_argument("--verbose", action="store_true", help="show every failing test, not only the first")
+    parser.add_argument("--shards", type=int, default=None, help="test processes sharing the exercises (default: 2 with 2+ CPUs)")
+    _grading_limits(parser, "seconds for the whole submission")
+
+
+def _grade(args: argparse.Namespace) -> int:
+    from labs.grader.trusted.runner import run_grader
+
+    return run_grader(args.exercises, submission=args.submission, json_path=args.json, timeout=args.timeout,
+                      verbose=args.verbose, time_budget=args.time_budget, extra_tests=args.extra_tests, shards=args.shards)
+
+
+def _declare_grade_class(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("submissions", metavar="SUBMISSIONS", help="the folder (or export .zip) of submissions")
+    parser.add_argument("--out", metavar="DIR", required=True, help="where results, feedback, grades.csv and report.md go")
+    parser.add_argument("--jobs", type=int, default=None, help="submissions graded at a time (default: one per CPU)")
+    parser.add_argument("--exercises", nargs="+", metavar="ID", help="grade only these exercise ids, e.g. 1.1 1.4 (default: all)")
+    parser.add_argument("--force", action="store_true", help="regrade students graded by an earlier run")
+    parser.add_argument("--max-unpacked-mb", type=float, default=20.0,
+                        help="what one student's archives may expand to, in MiB (default: 20)")
+    _grading_limits(parser, "seconds per submission")
+
+
+def _grade_class(args: argparse.Namespace) -> int:
+    from labs.instructor.class_grading import run_grade_class
+
+    return run_grade_class(args.submissions, args.out, args.jobs, args.exercises, args.timeout, args.time_budget,
+                           args.extra_tests, args.force, args.max_unpacked_mb)
+
+
+def _declare_gradescope_package(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", metavar="ZIP", default="autograder.zip", help="the zip to write (default: autograder.zip)")
+    parser.add_argument("--extra-tests", metavar="DIR", help="hidden tests (test_*.py) to grade with on Gradescope")
+
+
+def _gradescope_package(args: argparse.Namespace) -> int:
+    from labs.instructor.gradescope_zip import run_gradescope_package
+
+    return run_gradescope_package(args.out, args.extra_tests)
+
+
+# ---------------------------------------------------------------- the course's files
+
+
+def _declare_release(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--check", action="store_true", help="only report stale files; exit 1 if any")
+    parser.add_argument("--force", action="store_true", help="overwrite labs/ files that hold edits (copies are kept in labs/.backup/)")
+
+
+def _release(args: argparse.Namespace) -> int:
+    from labs.instructor import release as releasing
+    from labs.instructor.release import ReleaseError, release, stale_files
+
+    REPO_ROOT = releasing.REPO_ROOT  # read when called: the course checks point it at a copy
+    try:
+        if args.check:
+            stale = stale_files(REPO_ROOT)
+            for path in stale:
+                print(f"stale: {path.relative_to(REPO_ROOT)} (run `python -m labs release`)")
+            return 1 if stale else 0
+        changed, backup = release(REPO_ROOT, force=args.force)
+    except ReleaseError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for path in changed:
+        print(f"wrote {path.relative_to(REPO_ROOT)}")
+    if backup is not None:
+        print(f"kept the replaced files, as they were, in {backup.relative_to(REPO_ROOT)}/")
+    print("stubs are up to date" if not changed else f"{len(changed)} file(s) regenerated")
+    return 0
+
+
+# ---------------------------------------------------------------- training and data
+
+
+def _declare_train(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", choices=RECIPES)
+
+
+def _train(args: argparse.Namespace) -> int:
+    recipe = importlib.import_module(f"labs.provided.recipes.{args.recipe}")
+    try:
+        return recipe.main(args.rest)
+    except NotImplementedError as error:  # an unfinished exercise: say which, not a traceback
+        print(f"\nerror: {error}.\nComplete it (check with `python -m labs grade`), "
+              "or train the reference with LABS_IMPL=solutions.", file=sys.stderr)
+        return 1
+
+
+def _declare_download(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", choices=("mnist", "cifar10"))
+    parser.add_argument("--data-dir", help="folder to fetch into (default: LABS_DATA_DIR or data/)")
+
+
+def _download(args: argparse.Namespace) -> int:
+    from labs.provided.data import DataError, download
+
+    try:
+        print(f"{args.dataset} is ready in {download(args.dataset, args.data_dir)}")
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# ---------------------------------------------------------------- the table
+
+
+class Command:
+    def __init__(self, name: str, help: str, declare: Callable, run: Callable, description: str | None = None,
+                 passes_rest: bool = False) -> None:
+        self.name, self.help, self.declare, self.run = name, help, declare, run
+        self.description, self.passes_rest = description, passes_rest
+
+
+COMMANDS = [
+    Command("grade", "grade your labs/ (or a submission) exercise by exercise", _declare_grade, _grade),
+    Command("grade-class", "grade a class's submissions: results, feedback, grades.csv and a report (instructors)",
+            _declare_grade_class, _grade_class,
+            description="Grade one folder or .zip per student (also Moodle's, Canvas's and Gradescope's downloads) "
+            "into OUT: students/<id>/results.json and feedback.md, grades.csv, report.md with plots. "
+            "Rerun the same command to resume an interrupted run."),
+    Command("gradescope-package", "build the Gradescope autograder zip (instructors)", _declare_gradescope_package, _gradescope_package),
+    Command("release", "regenerate the stubs in labs/ from solutions/ (instructors)", _declare_release, _release),
+    Command("train", "train a model headless", _declare_train, _train, passes_rest=True),
+    Command("download", "fetch a dataset into the data folder", _declare_download, _download),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m labs", description="Course labs for convolutional networks.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        # a recipe's own options (--epochs, --help) go to the recipe, not to this parser
+        sub = subparsers.add_parser(command.name, help=command.help, description=command.description,
+                                    add_help=not command.passes_rest)
+        command.declare(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    command = next(c for c in COMMANDS if c.name == args.command)
+    if rest and not command.passes_rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.rest = rest
+    return command.run(args)

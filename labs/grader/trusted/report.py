@@ -1,0 +1,124 @@
+"""The grade report: what the trusted side makes of the test processes' records.
+
+One `GradeReport` per submission: its exercises, each with its tests' outcomes. It prints as
+the table students and instructors read, and writes Gradescope's results.json
+(https://gradescope-autograders.readthedocs.io/en/latest/specs/), so that format lives here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from labs.grader import confinement
+from labs.grader.catalog import Exercise
+
+HIDDEN_PREFIX = "test_hidden_"  # file name prefix of instructor-only tests in the trusted workspace
+
+
+@dataclass
+class TestResult:
+    nodeid: str
+    function: str
+    exercise: str
+    weight: float
+    outcome: str = "failed"
+    message: str = "not run"
+    output: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome == "passed"
+
+    @property
+    def hidden(self) -> bool:
+        """An instructor-only test (`--extra-tests`): its code, inputs and expected values stay secret."""
+        return self.function.startswith(HIDDEN_PREFIX)
+
+    @property
+    def name(self) -> str:
+        return "hidden test" if self.hidden else self.function.split("::")[-1]
+
+
+@dataclass
+class ExerciseResult:
+    exercise: Exercise
+    tests: list[TestResult] = field(default_factory=list)
+
+    @property
+    def possible(self) -> float:
+        return sum(test.weight for test in self.tests)
+
+    @property
+    def earned(self) -> float:
+        return sum(test.weight for test in self.tests if test.passed)
+
+    @property
+    def first_failure(self) -> TestResult | None:
+        return next((test for test in self.tests if not test.passed), None)
+
+
+@dataclass
+class GradeReport:
+    source: str
+    exercises: list[ExerciseResult]
+
+    @property
+    def score(self) -> float:
+        return sum(result.earned for result in self.exercises)
+
+    @property
+    def max_score(self) -> float:
+        return sum(result.possible for result in self.exercises)
+
+    def by_id(self) -> dict[str, ExerciseResult]:
+        return {result.exercise.id: result for result in self.exercises}
+
+    def table(self, verbose: bool = False) -> str:
+        """One row per exercise (id, title, points earned of possible), then its first failure in full."""
+        lines = [f"Grading {self.source}", f"({confinement.describe()})", "",
+                 f"  {'id':<5} {'exercise':<44} {'points':>9}"]
+        for result in self.exercises:
+            points = f"{_fmt(result.earned)}/{_fmt(result.possible)}"
+            lines.append(f"  {result.exercise.id:<5} {_clip(result.exercise.title, 44):<44} {points:>9}")
+            failures = [test for test in result.tests if not test.passed]
+            if not result.tests:
+                lines.append(f"{'':8}no tests found for this exercise")
+            for test in failures[: None if verbose else 1]:
+                lines += [f"{'':8}{line}" for line in _describe(test).splitlines()]
+        percent = 100 * self.score / self.max_score if self.max_score else 0.0
+        lines += ["", f"Total: {_fmt(self.score)} / {_fmt(self.max_score)} points ({percent:.0f}%)"]
+        return "\n".join(lines)
+
+    def gradescope(self) -> dict:
+        """Gradescope's results.json: score, max_score and one entry per test."""
+        tests = []
+        for result in self.exercises:
+            for test in result.tests:
+                tests.append({
+                    "name": f"Exercise {result.exercise.id} ({result.exercise.title}): {test.name if test.hidden else test.nodeid.split('::', 1)[-1]}",
+                    "number": result.exercise.id,
+                    "score": round(test.weight if test.passed else 0.0, 6),
+                    "max_score": round(test.weight, 6),
+                    "status": "passed" if test.passed else "failed",
+                    "output": test.message if not test.passed else "passed",
+                })
+        return {
+            "score": round(self.score, 4),
+            "max_score": round(self.max_score, 4),
+            "output": self.table(),
+            "visibility": "visible",
+            "tests": tests,
+        }
+
+
+def _fmt(points: float) -> str:
+    return f"{points:.0f}" if abs(points - round(points)) < 1e-9 else f"{points:.2f}"
+
+
+def _describe(test: TestResult) -> str:
+    """"test_name: what went wrong", the whole message (it may span lines)."""
+    return f"{test.name}: {test.message.strip()}"
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."

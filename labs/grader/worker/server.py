@@ -1,0 +1,305 @@
+"""The worker side of grading: the only process that imports and runs a student's code.
+
+(The threat model is stated once, in labs/grader/__init__.py.)
+
+It knows nothing of tests or points. It receives requests over one channel (see channel.py),
+runs them and sends back data:
+
+    {"op": "import", "module": "conv"}                     -> a reference to labs.conv
+    {"op": "getattr" | "setattr" | "delattr", "target", "name", ["value"]}
+    {"op": "call", "target", "args", "kwargs", "ambient"}  -> the result, and the arguments it changed
+    {"op": "reset"}                                          default torch state, for the next test
+
+`ambient` carries the grader's grad mode, default dtype and default device (`torch.no_grad()`,
+`torch.device("meta")` around a call), so a test reads the same either way.
+
+While a request runs, the worker may call the grader back (a reference function, a spy, a hook)
+and the grader may call the worker again: both sides answer requests while they wait.
+
+A zygote (`zygote_main`) imports torch once and forks one fresh worker per exercise, which
+confines itself (confinement.py) before it imports a line of student code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import socket
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from labs.grader import confinement, reaping
+from labs.grader.channel import (
+    ChannelClosed,
+    Decoder,
+    Encoder,
+    exception_from_data,
+    exception_to_data,
+    receive_message,
+    resolve_name,
+    send_message,
+    tensors_in,
+)
+
+DEFAULT_THREADS = 1
+
+
+class Worker:
+    """Serves requests on `sock` until the grader closes it."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.objects: dict[int, Any] = {}
+        self.ids: dict[int, int] = {}  # id(object) -> reference number
+
+    # ---- naming objects
+
+    def name_object(self, value: Any) -> dict:
+        """What is not data goes back as a reference into this worker's table, never as a name."""
+        if isinstance(value, _Callback):
+            return {"callback": value.number}
+        number = self.ids.get(id(value))
+        if number is None or self.objects.get(number) is not value:
+            number = len(self.objects) + 1
+            self.objects[number], self.ids[id(value)] = value, number
+        kind = type(value)
+        return {"ref": number, "type": kind.__qualname__[:100], "callable": callable(value), "class": isinstance(value, type)}
+
+    def resolve(self, tree: dict) -> Any:
+        if "ref" in tree:
+            if tree["ref"] not in self.objects:
+                raise LookupError(f"no object number {tree['ref']} in this worker")
+            return self.objects[tree["ref"]]
+        if "callback" in tree:
+            return _Callback(self, int(tree["callback"]))
+        if "named" in tree:
+            return resolve_name(tree["named"])
+        raise ValueError(f"cannot decode {json.dumps(tree)[:80]}")
+
+    # ---- serving
+
+    def serve(self) -> None:
+        while True:
+            try:
+                tree, tensors = receive_message(self.sock)
+            except ChannelClosed:
+                return
+            self.answer(tree, tensors)
+
+    def answer(self, tree: dict, tensors: list[torch.Tensor]) -> None:
+        encoder = Encoder(self.name_object)
+        try:
+            reply = {"result": self.handle(tree, tensors, encoder)}
+        except BaseException as error:  # noqa: BLE001 - all the student's code raises (sys.exit too) goes back as data
+            encoder = Encoder(self.name_object)
+            reply = {"error": exception_to_data(error)}
+        send_message(self.sock, reply, encoder.tensors)
+
+    def handle(self, request: dict, tensors: list[torch.Tensor], encoder: Encoder) -> Any:
+        decoder = Decoder(tensors, self.resolve)
+        op = request.get("op")
+        if op == "import":
+            return encoder.encode(importlib.import_module(f"labs.{request['module']}"))
+        if op == "reset":
+            reset_torch_state()
+            return None
+        target = decoder.decode(request["target"])
+        if op == "getattr":
+            return encoder.encode(getattr(target, request["name"]))
+        if op == "setattr":
+            setattr(target, request["name"], decoder.decode(request["value"]))
+            return None
+        if op == "delattr":
+            delattr(target, request["name"])
+            return None
+        if op == "call":
+            args, kwargs = decoder.decode(request["args"]), decoder.decode(request["kwargs"])
+            before = [(t, t.detach().clone()) for t in tensors_in((args, kwargs))]
+            with _ambient(request.get("ambient", {})):
+                result = target(*args, **kwargs)
+            changed = [i for i, (t, copy) in enumerate(before) if _changed(t, copy)]
+            return {
+                "value": encoder.encode(result),
+                "changed": [[i, encoder.encode(before[i][0])] for i in changed],
+            }
+        raise ValueError(f"unknown request {op!r}")
+
+    def call_back(self, number: int, args: tuple, kwargs: dict) -> Any:
+        """Run the grader's function `number` on these values, answering its requests meanwhile."""
+        encoder = Encoder(self.name_object)
+        tree = {"op": "callback", "callback": number, "args": encoder.encode(list(args)), "kwargs": encoder.encode(kwargs)}
+        send_message(self.sock, tree, encoder.tensors)
+        while True:
+            reply, tensors = receive_message(self.sock)
+            if "op" in reply:  # the grader calls us again while we wait
+                self.answer(reply, tensors)
+                continue
+            decoder = Decoder(tensors, self.resolve)
+            if "error" in reply:
+                raise exception_from_data(reply["error"])
+            return decoder.decode(reply["result"])
+
+
+class _Callback:
+    """Stands in, inside the worker, for a function of the grader's."""
+
+    def __init__(self, worker: Worker, number: int) -> None:
+        self.worker, self.number = worker, number
+
+    def __call__(self, *args, **kwargs):
+        return self.worker.call_back(self.number, args, kwargs)
+
+
+def _changed(tensor: torch.Tensor, copy: torch.Tensor) -> bool:
+    if tensor.shape != copy.shape or tensor.dtype != copy.dtype:
+        return True
+    same = (tensor.detach() == copy) | (tensor.detach().isnan() & copy.isnan()) if tensor.is_floating_point() else tensor.detach() == copy
+    return not bool(same.all())
+
+
+class _ambient:
+    """Grad mode, default dtype and default device as the grader had them around the call."""
+
+    def __init__(self, ambient: dict) -> None:
+        self.ambient = ambient
+
+    def __enter__(self):
+        self.grad = torch.is_grad_enabled()
+        torch.set_grad_enabled(bool(self.ambient.get("grad", True)))
+        torch.set_default_dtype(getattr(torch, self.ambient.get("dtype", "float32")))
+        self.device = None
+        if self.ambient.get("device", "cpu") != "cpu":
+            self.device = torch.device(self.ambient["device"])
+            self.device.__enter__()
+
+    def __exit__(self, *exc):
+        if self.device is not None:
+            self.device.__exit__(*exc)
+        torch.set_grad_enabled(True)
+        torch.set_default_dtype(torch.float32)
+
+
+def reset_torch_state() -> None:
+    """What one test may have changed and the next must not inherit."""
+    import random
+
+    torch.set_grad_enabled(True)
+    torch.set_default_dtype(torch.float32)
+    torch.manual_seed(0)
+    random.seed(0)
+    torch.set_num_threads(DEFAULT_THREADS)
+    torch.autograd.set_detect_anomaly(False)
+    if torch.are_deterministic_algorithms_enabled():  # the call itself is slow (imports), so only when needed
+        torch.use_deterministic_algorithms(False)
+
+
+# ---------------------------------------------------------------- the zygote
+
+
+PRELOAD = ("torch.nn.functional", "torch.autograd", "torch.autograd.gradcheck", "torch.overrides", "torch.utils.data",
+           "torch.optim", "math", "random", "typing", "dataclasses", "collections", "functools", "itertools",
+           "numpy", "labs.grader.worker.probes", "labs.grader.worker.references")
+
+
+def _warm_up() -> None:
+    """Run once what torch sets up lazily, so that no worker pays for it again.
+
+    An optimizer's first step imports torch._dynamo (about a second); a first backward pass
+    starts autograd's machinery. Tiny tensors: no thread pool starts before the fork.
+    """
+    weight = torch.nn.Parameter(torch.ones(2))
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+    (weight * weight).sum().backward()
+    optimizer.step()
+
+
+def zygote_main(control_fd: int, settings_json: str) -> None:
+    """Fork one confined worker per request on the control socket; end them all on shutdown.
+
+    Requests (one JSON line each, with file descriptors attached): "spawn" with the worker's
+    channel and output pipe -> {"pid"}; "end" with a pid -> {"status"} after killing its group
+    and every orphan; "shutdown".
+    """
+    settings = json.loads(settings_json)
+    for name in PRELOAD:  # imported once here, so that every worker starts at once
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    _warm_up()
+    reaping.become_subreaper()
+    control = socket.socket(fileno=control_fd)
+    statuses: dict[int, int] = {}
+    while True:
+        try:
+            message, fds, _, _ = socket.recv_fds(control, 4096, 2)
+        except OSError:
+            message = b""
+        if not message:
+            break
+        request = json.loads(message.decode())
+        if request["op"] == "spawn":
+            pid = os.fork()
+            if pid == 0:
+                control.close()
+                _worker_main(fds[0], fds[1], settings, request["scratch"])
+            for fd in fds:
+                os.close(fd)
+            control.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+        elif request["op"] == "end":
+            pid = int(request["pid"])
+            reaping.kill_group(pid)
+            reaping.kill_children()
+            statuses.update(reaping.reap())
+            control.sendall(json.dumps({"status": statuses.pop(pid, None)}).encode() + b"\n")
+        elif request["op"] == "shutdown":
+            break
+    reaping.kill_children()
+    os._exit(0)
+
+
+def _worker_main(channel_fd: int, output_fd: int, settings: dict, scratch: str) -> None:
+    """In the forked child: confine, then serve. Never returns."""
+    code = 0
+    try:
+        os.dup2(output_fd, 1)
+        os.dup2(output_fd, 2)
+        keep = {0, 1, 2, channel_fd}
+        for fd in range(3, 1024):  # nothing of the zygote's or the grader's stays open
+            if fd not in keep:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        scratch_path = Path(scratch)
+        os.chdir(scratch_path)
+        for key in list(os.environ):
+            if key not in {"PATH", "LANG", "LC_ALL", "TERM", "OMP_NUM_THREADS", "MKL_NUM_THREADS"}:
+                del os.environ[key]
+        os.environ.update(HOME=scratch, TMPDIR=scratch, MPLBACKEND="Agg", LABS_FAST="1")
+        confinement.confine(
+            scratch_path,
+            [Path(p) for p in settings["readable"]],
+            confinement.Limits(**settings["limits"]),
+            settings.get("uid"),
+        )
+        sys.path[:] = [settings["base"]] + [p for p in sys.path if p and Path(p).resolve() != Path(settings["repo"]).resolve()]
+        sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in type(f).__name__.lower() and "editable" not in str(getattr(f, "__module__", "")).lower()]
+        reset_torch_state()
+        sys.stdout = open(1, "w", buffering=1, closefd=False)
+        sys.stderr = open(2, "w", buffering=1, closefd=False)
+        Worker(socket.socket(fileno=channel_fd)).serve()
+    except BaseException:  # noqa: BLE001 - report and end; the grader sees the channel close
+        try:
+            traceback.print_exc()
+        except BaseException:  # noqa: BLE001
+            pass
+        code = 70
+    finally:
+        os._exit(code)
+
