@@ -37,8 +37,31 @@ def _declare_grade(parser: argparse.ArgumentParser) -> None:
     _grading_limits(parser, "seconds for the whole submission")
 
 
+GRADING_NEEDS = ("torch", "pytest", "pytest_timeout", "hypothesis")
+
+
+def wrong_interpreter() -> str | None:
+    """One line naming this interpreter and the one to use, when it lacks what grading needs."""
+    import importlib.util
+
+    missing = [name for name in GRADING_NEEDS if importlib.util.find_spec(name) is None]
+    if not missing:
+        return None
+    from labs import REPO_ROOT
+
+    venv = REPO_ROOT / ".venv" / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+    use = f"{venv} -m labs grade" if venv.exists() else "the Python of the environment where you ran `pip install -e .`"
+    return (f"{sys.executable} has no {', '.join(missing).replace('_', '-')}: run the grader with {use}, "
+            "or call check() from a notebook cell (it uses the notebook's own Python)")
+
+
 def _grade(args: argparse.Namespace) -> int:
     from labs.grader.trusted.runner import run_grader
+
+    problem = wrong_interpreter()
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
 
     return run_grader(args.exercises, submission=args.submission, json_path=args.json, timeout=args.timeout,
                       verbose=args.verbose, time_budget=args.time_budget, extra_tests=args.extra_tests, shards=args.shards)

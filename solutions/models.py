@@ -7,8 +7,9 @@ networks" (Fig. 2 and Section 3), including its two towers, one per GPU.
 
 Both models declare every layer in `__init__` with explicit sizes, and their `forward` does
 one operation a line with the shape it produces. Around the two exercises sits provided
-code: input checks that speak to you, a per-tower local response normalisation, a layer
-table (`summarize`) and feature maps (`layer_outputs`) for the notebooks' plots, and
+code: input checks that speak to you, a per-tower local response normalisation (on CUDA
+through `labs.provided.fast_lrn`), the towers' convolutions as dense ones (`DenseTowerConv2d`),
+a layer table (`summarize`) and feature maps (`layer_outputs`) for the notebooks' plots, and
 `TwoTowerAlexNet`, which runs a trained AlexNet split over two devices as in the paper.
 """
 
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from labs.provided import fast_lrn  # the LRN as one matrix product, for CUDA (TowerLocalResponseNorm)
 
 # ---------------------------------------------------------------- provided: checks and layer tables
 
@@ -373,18 +376,24 @@ class TowerLocalResponseNorm(nn.Module):
       channels are split into `groups` equal blocks and each block is normalised on its own,
       so no information crosses between towers here either.
 
-    `impl="torch"` (the default) computes it with F.local_response_norm; `impl="lab"` with your
-    `local_response_norm` (exercise 4.2), whose backward pass you wrote (odd sizes only).
+    `impl` chooses how, all with the same result:
+
+    - "auto" (the default): "fast" on CUDA, "torch" elsewhere (CPU, MPS);
+    - "torch": F.local_response_norm, one tower at a time;
+    - "fast": `labs.provided.fast_lrn.local_response_norm`, every tower in one matrix product
+      with a hand-written backward pass, a custom op that torch.compile keeps whole (on any
+      device: set it to try it on CPU);
+    - "lab": your `local_response_norm` (exercise 4.2), whose backward pass you wrote (odd sizes only).
 
     Shapes: (N, C, H, W) -> (N, C, H, W), with C divisible by groups.
     """
 
     def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0, groups: int = 1,
-                 impl: str = "torch") -> None:
+                 impl: str = "auto") -> None:
         super().__init__()
         _check_positive_int("TowerLocalResponseNorm", "size", size)
         _check_positive_int("TowerLocalResponseNorm", "groups", groups)
-        _check_option("TowerLocalResponseNorm", "impl", impl, ("torch", "lab"))
+        _check_option("TowerLocalResponseNorm", "impl", impl, ("auto", "torch", "fast", "lab"))
         if impl == "lab" and size % 2 == 0:
             raise ValueError(f"TowerLocalResponseNorm(impl='lab') needs an odd size, got {size}")
         self.size, self.alpha, self.beta, self.k, self.groups, self.impl = size, alpha, beta, k, groups, impl
@@ -392,6 +401,9 @@ class TowerLocalResponseNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] % self.groups != 0:
             raise ValueError(f"TowerLocalResponseNorm expected input of shape (N, C, H, W) with C divisible by groups={self.groups}, got {tuple(x.shape)}")
+        impl = self.impl if self.impl != "auto" else ("fast" if x.is_cuda else "torch")
+        if impl == "fast":  # all towers at once: a block-diagonal band matrix keeps them apart
+            return fast_lrn.local_response_norm(x, self.size, self.alpha, self.beta, self.k, groups=self.groups)  # (N, C, H, W)
         towers = x.chunk(self.groups, dim=1)  # groups x (N, C / groups, H, W)
         if self.impl == "lab":
             normalised = [local_response_norm(t, self.size, self.alpha, self.beta, self.k) for t in towers]
@@ -417,6 +429,7 @@ ALEXNET_PAPER_OUTPUTS = {
 }
 
 ALEXNET_GROUPS = (1, 2, 4, 8, 16, 32)  # the divisors of 96, 256 and 384 (channel counts to split)
+ALEXNET_TOWER_CONVS = ("grouped", "dense")  # how conv2, conv4 and conv5 run their towers
 
 
 def alexnet_min_size(small_inputs: bool = False) -> int:
@@ -436,6 +449,48 @@ def _alexnet_pool5_size(size: int, small_inputs: bool) -> int:
             return 0
         side = (side - 3) // 2 + 1
     return side
+
+
+# ---------------------------------------------------------------- provided: the towers as dense convolutions
+
+
+class DenseTowerConv2d(nn.Conv2d):
+    """A grouped nn.Conv2d computed as one dense convolution per tower, then concatenated.
+
+    Same parameters (weight (C_out, C_in / groups, kH, kW), bias (C_out,)), same state_dict,
+    same outputs as nn.Conv2d(..., groups=groups): tower g convolves input channels
+    g * C_in/groups .. (g + 1) * C_in/groups - 1 with output kernels g * C_out/groups ..
+    (g + 1) * C_out/groups - 1. Only the kernels differ: cuDNN's grouped convolutions are
+    not always its fastest ones (benchmarks/bench_alexnet_throughput.py times both).
+    Zero padding only.
+
+    Shapes: (N, C_in, H, W) -> (N, C_out, H_out, W_out), as nn.Conv2d.
+    """
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> DenseTowerConv2d:
+        """A DenseTowerConv2d that shares conv's weight and bias (the same Parameters, not copies)."""
+        if conv.padding_mode != "zeros":
+            raise ValueError(f"DenseTowerConv2d supports zero padding only, got padding_mode={conv.padding_mode!r}")
+        dense = cls(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
+                    dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None, device="meta")
+        dense.weight, dense.bias = conv.weight, conv.bias
+        return dense.train(conv.training)
+
+    def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        towers = x.chunk(self.groups, dim=1)  # groups x (N, C_in / groups, H, W)
+        kernels = weight.chunk(self.groups, dim=0)  # groups x (C_out / groups, C_in / groups, kH, kW)
+        biases = bias.chunk(self.groups) if bias is not None else (None,) * self.groups  # groups x (C_out / groups,)
+        maps = [F.conv2d(t, w, b, self.stride, self.padding, self.dilation) for t, w, b in zip(towers, kernels, biases)]  # groups x (N, C_out / groups, H_out, W_out)
+        return torch.cat(maps, dim=1)  # (N, C_out, H_out, W_out)
+
+
+def _grouped_conv(conv: nn.Conv2d) -> nn.Conv2d:
+    """A plain nn.Conv2d that shares a DenseTowerConv2d's weight and bias: the inverse of from_conv."""
+    grouped = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
+                        dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None, device="meta")
+    grouped.weight, grouped.bias = conv.weight, conv.bias
+    return grouped.train(conv.training)
 
 
 # ---------------------------------------------------------------- 4.1 AlexNet
@@ -478,6 +533,11 @@ class AlexNet(nn.Module):
             paper, 1 for a single tower; any divisor of 32 works.
         dropout: probability of zeroing each output of fc6 and fc7 during training.
         small_inputs: conv1 with stride 2 and padding 5, for images smaller than 67x67.
+        tower_convs: "grouped" (one nn.Conv2d with groups=groups each) or "dense" (a
+            DenseTowerConv2d: one dense convolution per tower) for conv2, conv4 and conv5;
+            same parameters and outputs, other kernels. `set_tower_convs` switches later.
+
+    The LRNs take `labs.provided.fast_lrn` on CUDA (TowerLocalResponseNorm's impl="auto").
 
     Layer names (TwoTowerAlexNet and the notebooks read the weights by them): conv1, conv2,
     conv3, conv4, conv5, fc6, fc7, fc8. Suggested for the others: relu1..relu7, norm1,
@@ -487,13 +547,15 @@ class AlexNet(nn.Module):
         input (N, 3, H, W) float, H and W >= 67 (>= 29 with small_inputs) -> logits (N, num_classes).
     """
 
-    def __init__(self, num_classes: int = 1000, groups: int = 2, dropout: float = 0.5, small_inputs: bool = False) -> None:
+    def __init__(self, num_classes: int = 1000, groups: int = 2, dropout: float = 0.5, small_inputs: bool = False,
+                 tower_convs: str = "grouped") -> None:
         super().__init__()
         _check_positive_int("AlexNet", "num_classes", num_classes)
         _check_option("AlexNet", "groups", groups, ALEXNET_GROUPS)
         if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout < 1:
             raise ValueError(f"AlexNet expected a dropout probability in [0, 1), got {dropout!r}")
         _check_option("AlexNet", "small_inputs", small_inputs, (False, True))
+        _check_option("AlexNet", "tower_convs", tower_convs, ALEXNET_TOWER_CONVS)
         self.num_classes, self.groups, self.dropout_p, self.small_inputs = num_classes, groups, float(dropout), bool(small_inputs)
         conv1_stride, conv1_padding = (2, 5) if small_inputs else (4, 0)
         # BEGIN SOLUTION 4.1: AlexNet
@@ -524,6 +586,18 @@ class AlexNet(nn.Module):
         self.drop7 = nn.Dropout(dropout)
         self.fc8 = nn.Linear(4096, num_classes)  # (N, 4096) -> (N, num_classes)
         # END SOLUTION
+        self.set_tower_convs(tower_convs)
+
+    def set_tower_convs(self, tower_convs: str) -> None:
+        """Run conv2, conv4 and conv5 "grouped" (nn.Conv2d) or "dense" (DenseTowerConv2d), keeping their Parameters."""
+        _check_option("AlexNet", "tower_convs", tower_convs, ALEXNET_TOWER_CONVS)
+        for name in ("conv2", "conv4", "conv5"):
+            conv = getattr(self, name)
+            if tower_convs == "dense" and not isinstance(conv, DenseTowerConv2d):
+                setattr(self, name, DenseTowerConv2d.from_conv(conv))
+            elif tower_convs == "grouped" and isinstance(conv, DenseTowerConv2d):
+                setattr(self, name, _grouped_conv(conv))
+        self.tower_convs = tower_convs
 
     @staticmethod
     def check_input(x: Tensor, small_inputs: bool = False) -> None:

@@ -16,7 +16,9 @@ def assert_close(actual, expected: Tensor, what: str, rtol: float | None = None,
     Tolerances default to 1e-10 (float64) or 1e-5 (float32 and below), relative and absolute.
     """
     if not isinstance(actual, Tensor):
-        raise AssertionError(f"{what} should return a torch.Tensor, got {type(actual).__name__}")
+        from labs.grader.trusted.proxies import type_name  # a proxy names the student's own type
+
+        raise AssertionError(f"{what} should return a torch.Tensor, got {type_name(actual)}")
     if tuple(actual.shape) != tuple(expected.shape):
         raise AssertionError(f"{what} has shape {tuple(actual.shape)}, expected {tuple(expected.shape)}")
     if actual.dtype != expected.dtype:  # else "got -2.0115564, expected -2.0115564" hides the difference
@@ -54,16 +56,28 @@ def in_worker(probe, *args, **kwargs):
     return run_probe(probe, *args, **kwargs)
 
 
+def value_after_the_call(tensor: Tensor) -> Tensor:
+    """What the code under test left in `tensor`, an argument this test passed it.
+
+    In a plain pytest run that is the tensor itself. During grading the student's code works on
+    the worker's copy: the test's tensor never changes, and the worker's claim of what its code
+    changed in place is returned instead.
+    """
+    from labs.grader.trusted.proxies import claimed_in_place
+
+    claim = claimed_in_place(tensor)
+    return tensor if claim is None else claim
+
+
 def assert_leaves_inputs_unchanged(function, args: dict, what: str, **options) -> None:
     """Call function(*args.values(), **options) and assert that no tensor argument changed.
 
-    `args` maps each positional argument's name to its value, for the message. During grading the
-    worker sends back arguments that the student's code changed in place, so this sees them too.
+    `args` maps each positional argument's name to its value, for the message.
     """
     before = {name: value.clone() for name, value in args.items() if isinstance(value, Tensor)}
     function(*args.values(), **options)
     for name, copy in before.items():
-        after = args[name]
+        after = value_after_the_call(args[name])
         if after.shape != copy.shape or not torch.equal(after, copy):
             raise AssertionError(
                 f"{what} changed its argument {name} in place: leave inputs alone and compute new tensors "

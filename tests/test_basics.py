@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import assert_close
+from tests.helpers import assert_close, value_after_the_call
 
 # ---------------------------------------------------------------- 1.1 pairwise distances
 
@@ -97,6 +97,7 @@ def test_linear_regression_step_returns_fresh_leaves_and_leaves_inputs_alone(bas
     w_new, b_new, _ = basics.linear_regression_step(w, b, X, y, 0.1)
     assert w_new.is_leaf and w_new.requires_grad, "w_new must be a leaf tensor with requires_grad=True"
     assert b_new.is_leaf and b_new.requires_grad, "b_new must be a leaf tensor with requires_grad=True"
+    w, b = value_after_the_call(w), value_after_the_call(b)
     assert torch.all(w == 0) and b == 0, "the input tensors w and b must not be modified in place"
 
 

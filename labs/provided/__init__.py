@@ -4,7 +4,9 @@
     device       CUDA, then Apple MPS, then CPU, overridable
     seeding      reproducible runs
     data         MNIST and CIFAR-10 as tensors, downloaded when missing, checked when present
-    training     the training loop: progress bars, history, evaluation, resumable checkpoints
+    training     the training loop: progress bars, history, evaluation, one-cycle schedule
+    augmentation random shifts and flips of whole batches
+    checkpoints  runs saved after every epoch, resumed where they stopped
     plots        curves, image grids, filters, feature maps, confusion matrices
     distributed  several processes or GPUs (torchrun)
     atomic       files written whole or not at all

@@ -20,6 +20,8 @@ import torch
 
 from labs.provided.settings import data_dir
 
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # of the 60,000 training digits scaled to [0, 1]
+
 MNIST_FILES = {
     True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),

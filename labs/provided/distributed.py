@@ -58,6 +58,13 @@ class Context:
         return self.world_size > 1
 
 
+def rank_and_world_size() -> tuple[int, int]:
+    """(rank, world size) of this process in the process group; (0, 1) when not distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def launched_by_torchrun() -> bool:
     """True when torchrun started this process (it sets WORLD_SIZE and RANK)."""
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ

@@ -3,7 +3,7 @@
 MNIST and CIFAR-10 fit in memory, and on a GPU, so the loop needs no DataLoader: each epoch
 draws one shuffled permutation of the indices from a seeded generator and slices batches out
 of the resident tensors. Data preparation (uint8 -> normalised float, padding, resizing) and
-augmentation are callbacks applied to whole batches on the data's device. Datasets read
+augmentation (`labs.provided.augmentation`) are callbacks applied to whole batches on the data's device. Datasets read
 from disk (an ImageFolder tree) come in through a DataLoader instead; `fit` accepts one too.
 
     history = fit(net, optimizer, (X_train, y_train), (X_test, y_test), epochs=10, batch_size=128,
@@ -15,8 +15,8 @@ What `fit` adds on top of the textbook loop:
     an optional one-cycle learning-rate schedule (`one_cycle`, Smith & Topin 2017);
     optional bf16 autocast and channels_last memory layout (they pay off on CUDA);
     checkpoints written atomically after every epoch (model, optimizer, scheduler, RNG states,
-    epoch, history) and `resume=True`, which continues an interrupted run and ends with the
-    same weights as an uninterrupted one (same seed, same device);
+    epoch, history; `labs.provided.checkpoints`) and `resume=True`, which continues an
+    interrupted run and ends with the same weights as an uninterrupted one (same seed, same device);
     DistributedDataParallel: each process trains on its own shard of every epoch's permutation
     (see `labs.provided.distributed`); only rank 0 prints and saves;
     `compile_model`: torch.compile, saying that the first steps are slow and then how slow.
@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from labs.provided.atomic import write_atomically
+from labs.provided.checkpoints import load_checkpoint, save_checkpoint, unwrap
+from labs.provided.distributed import rank_and_world_size
 
 # (N, C, H, W) -> (N, C, H', W') float: applied to every batch (train and test) before the model.
 Prepare = Callable[[Tensor], Tensor]
@@ -73,17 +74,6 @@ def check_dataset(images: Tensor, labels: Tensor, what: str = "dataset") -> None
         raise ValueError(f"{what} is empty")
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module inside DistributedDataParallel and/or torch.compile wrappers."""
-    while True:
-        if isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):  # torch.compile's OptimizedModule
-            model = model._orig_mod
-        else:
-            return model
-
-
 def compile_model(model: nn.Module, log: Callable[[str], None] | None = print, **options) -> nn.Module:
     """torch.compile(model, **options), saying first that the first steps will be slow.
 
@@ -104,13 +94,6 @@ def _report_first_compiled_step(log: Callable[[str], None], seconds: float) -> N
     with tqdm.external_write_mode():  # above the progress bar, not through it
         log(f"torch.compile: the first step took {seconds:.1f} s, compilation included; the next steps run compiled "
             "(a new batch shape, or evaluation, compiles once more)")
-
-
-def _dist() -> tuple[int, int]:
-    """(rank, world_size) of this process; (0, 1) when not distributed."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 # ----------------------------------------------------------------------------- batches
@@ -157,45 +140,6 @@ def steps_per_epoch(n: int, batch_size: int, drop_last: bool = False, world_size
     """How many batches `batch_indices` yields per epoch on each process."""
     per_rank = n // world_size if world_size > 1 else n
     return per_rank // batch_size if drop_last else math.ceil(per_rank / batch_size)
-
-
-# ----------------------------------------------------------------------------- augmentation
-
-
-def random_shift(images: Tensor, max_shift: int, generator: torch.Generator | None = None) -> Tensor:
-    """Shift every image by its own random (dy, dx) in [-max_shift, max_shift], filling with zeros.
-
-    The same as torchvision's RandomCrop(size, padding=max_shift) for a whole batch at once,
-    on the images' device. Random numbers come from `generator` (CPU), so runs repeat.
-
-    Args:
-        images: (N, C, H, W).
-    Returns:
-        (N, C, H, W), same dtype and device.
-    """
-    if max_shift <= 0:
-        return images
-    N, C, H, W = images.shape
-    s = max_shift
-    padded = F.pad(images, (s, s, s, s))  # (N, C, H + 2s, W + 2s)
-    offsets = torch.randint(0, 2 * s + 1, (2, N), generator=generator).to(images.device)  # (2, N)
-    rows = offsets[0, :, None] + torch.arange(H, device=images.device)  # (N, H)
-    cols = offsets[1, :, None] + torch.arange(W, device=images.device)  # (N, W)
-    n = torch.arange(N, device=images.device)[:, None, None]  # (N, 1, 1)
-    shifted = padded.permute(0, 2, 3, 1)[n, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
-    return shifted.permute(0, 3, 1, 2)  # (N, C, H, W)
-
-
-def random_flip(images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Mirror each image left-right with probability 1/2.
-
-    Args:
-        images: (N, C, H, W).
-    Returns:
-        (N, C, H, W).
-    """
-    flip = (torch.rand(images.shape[0], generator=generator) < 0.5).to(images.device)  # (N,)
-    return torch.where(flip[:, None, None, None], images.flip(3), images)  # (N, 1, 1, 1) broadcasts over (C, H, W)
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -248,7 +192,7 @@ def evaluate(
         (loss, accuracy), accuracy in [0, 1].
     """
     check_dataset(images, labels, "evaluate")
-    rank, world_size = _dist()
+    rank, world_size = rank_and_world_size()
     share = torch.arange(rank, len(labels), world_size, device=images.device)  # this process's indices, none left out
     batches = ((images[i], labels[i]) for i in share.split(batch_size))  # (B, C, H, W), (B,)
     return evaluate_batches(model, batches, prepare, bf16, channels_last)
@@ -288,7 +232,7 @@ def train_epoch(
         {"loss", "acc", "images", "seconds", "images_per_s"} over this epoch (all processes).
     """
     check_dataset(images, labels, "training set")
-    rank, world_size = _dist()
+    rank, world_size = rank_and_world_size()
     total = steps_per_epoch(len(labels), batch_size, drop_last, world_size)
     total = min(total, max_steps) if max_steps is not None else total
     indices = batch_indices(len(labels), batch_size, generator, True, drop_last, rank, world_size)
@@ -316,7 +260,7 @@ def run_epoch(
     `train_epoch` feeds it slices of tensors in memory; a recipe with a DataLoader (images
     read from disk) feeds it the loader. Batches are moved to the model's device.
     """
-    rank, world_size = _dist()
+    rank, world_size = rank_and_world_size()
     device = next(unwrap(model).parameters()).device
     compiling = _first_compiled_step.pop(model, None)
     model.train()
@@ -371,7 +315,7 @@ def evaluate_batches(
 
     In a distributed run the sums are all-reduced: give each process its own shard.
     """
-    _, world_size = _dist()
+    _, world_size = rank_and_world_size()
     device = next(unwrap(model).parameters()).device
     if isinstance(model, nn.parallel.DistributedDataParallel):
         model = model.module  # no gradients, nothing to synchronise; ranks may run different batch counts
@@ -391,87 +335,6 @@ def evaluate_batches(
     model.train(was_training)
     loss, correct, count = totals.tolist()
     return loss / max(count, 1), correct / max(count, 1)
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def _rng_states(generator: torch.Generator) -> dict:
-    states = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def _set_rng_states(generator: torch.Generator, states: dict) -> None:
-    generator.set_state(states["generator"])
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def atomic_save(obj: object, path: str | Path) -> Path:
-    """torch.save `obj` to `path` so that `path` is either the old file or the complete new one.
-
-    (labs.provided.atomic: a temporary file beside it, flushed, then renamed over it.)
-    """
-    return write_atomically(path, lambda file: torch.save(obj, file))
-
-
-def save_checkpoint(
-    path: str | Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
-    generator: torch.Generator,
-    epoch: int,
-    history: dict[str, list[float]],
-    extra: dict | None = None,
-) -> Path:
-    """Write everything needed to continue training after `epoch` epochs, atomically.
-
-    Holds: model (unwrapped from DDP/compile), optimizer and scheduler state, the data
-    generator's and torch's RNG states, epoch count, history and `extra` (e.g. the recipe's
-    arguments).
-    """
-    state = {
-        "model": unwrap(model).state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "rng": _rng_states(generator),
-        "epoch": epoch,
-        "history": history,
-        "extra": extra or {},
-    }
-    return atomic_save(state, path)
-
-
-def load_checkpoint(
-    path: str | Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    generator: torch.Generator | None = None,
-) -> dict:
-    """Restore what `save_checkpoint` wrote into the given objects; return the checkpoint dict.
-
-    The model's weights are loaded onto the model's own device. Pass optimizer, scheduler and
-    generator to continue training; the model alone to evaluate.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}: train first (the recipes write one with --checkpoint)")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    unwrap(model).load_state_dict(state["model"])
-    if optimizer is not None:
-        optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None:
-        if state["scheduler"] is None:
-            raise ValueError(f"{path} was saved without a learning-rate scheduler; resume with the same options")
-        scheduler.load_state_dict(state["scheduler"])
-    if generator is not None:
-        _set_rng_states(generator, state["rng"])
-    return state
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -532,7 +395,7 @@ def fit(
         check_dataset(*train_data, "training set")
     if isinstance(test_data, (tuple, list)):
         check_dataset(*test_data, "test set")
-    rank, _ = _dist()
+    rank, _ = rank_and_world_size()
     log = log if rank == 0 else None
     history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
     first = 0

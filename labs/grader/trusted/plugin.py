@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 EXERCISE_MARKER = re.compile(r"ex\d+_\d+")
+KEPT_ZYGOTE: dict = {}  # {"zygote": Zygote}: set by labs.check's process, which runs pytest again and again
 MAX_MESSAGE = 3000
 MAX_OUTPUT = 2000
 
@@ -62,7 +63,8 @@ class _Workers:
 
         forbidden = [REPO_ROOT, Path.cwd(), *map(Path, config.getoption("grading_forbid"))]
         log = Path.cwd() / "workers.log"
-        self.manager = WorkerManager(code, REPO_ROOT, forbidden, confinement.Limits(), config.getoption("grading_timeout"), log)
+        self.manager = WorkerManager(code, REPO_ROOT, forbidden, confinement.Limits(), config.getoption("grading_timeout"), log,
+                                     zygote=KEPT_ZYGOTE.get("zygote"))
 
     def module(self, name: str):
         return self.manager.module(name)
@@ -151,6 +153,7 @@ class _Recorder:
             entry["outcome"] = "failed"
             where = "" if call.when == "call" else f" (during test {call.when})"
             entry["message"] = (_plain_message(call.excinfo) if call.excinfo else str(report.longrepr)[:MAX_MESSAGE]) + where
+            entry["where"] = str(getattr(call.excinfo.value, "where", "") if call.excinfo else "")[:500]  # the student's line
         elif report.skipped and entry["outcome"] == "passed":
             entry["outcome"] = "failed"
             reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)

@@ -25,12 +25,14 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from labs.grader import confinement, reaping
+from labs.grader.text import printable
 from labs.grader.channel import (
     ChannelClosed,
     ChannelError,
@@ -221,7 +223,8 @@ class Connection:
                 raise ChannelError("a reference must be a number")
             proxy = self.proxies.get(number)
             if proxy is None:
-                proxy = self.proxies[number] = RemoteObject(self, number, str(tree.get("type", "object"))[:100], bool(tree.get("callable")))
+                proxy = self.proxies[number] = RemoteObject(self, number, str(tree.get("type", "object"))[:100], bool(tree.get("callable")),
+                                                            printable(str(tree.get("text", "")))[:120])
             return proxy
         if "callback" in tree and tree["callback"] in self.callbacks:
             return self.callbacks[tree["callback"]]
@@ -308,20 +311,27 @@ class Connection:
         tree = {"op": "call", "target": encoder.encode(target), "args": encoder.encode(list(args)), "kwargs": encoder.encode(dict(kwargs)), "ambient": ambient}
         result, decoder = self.request(tree, encoder)
         originals = tensors_in((list(args), dict(kwargs)))
-        for index, value in result.get("changed", []):
-            _write_back(originals[index], decoder.decode(value))  # the student's code changed an argument in place
+        for index, value in result.get("changed", []):  # the student's code changed an argument in place: a claim
+            if isinstance(index, int) and 0 <= index < len(originals):
+                _IN_PLACE_CLAIMS.append((weakref.ref(originals[index]), decoder.decode(value)))
         return decoder.decode(result["value"])
 
     def reset(self) -> None:
         self.request({"op": "reset"}, Encoder(self.name_object))
 
 
-def _write_back(original: torch.Tensor, changed: torch.Tensor) -> None:
-    with torch.no_grad():
-        if original.shape == changed.shape and original.dtype == changed.dtype:
-            original.copy_(changed)
-        else:
-            original.data = changed.detach()
+# What the worker says its code left in the test's tensor arguments, for this test only. The
+# test's own tensors are never rewritten: a submission that zeroes its input in place and returns
+# the answer for zeros would otherwise be compared with an expected value computed from zeros.
+_IN_PLACE_CLAIMS: list[tuple[weakref.ref, torch.Tensor]] = []
+
+
+def claimed_in_place(tensor: torch.Tensor) -> torch.Tensor | None:
+    """The value the student's code left in `tensor` (an argument the test passed) if it changed it in place."""
+    for ref, value in reversed(_IN_PLACE_CLAIMS):
+        if ref() is tensor:
+            return value
+    return None
 
 
 def _status_text(status: int | None) -> str:
@@ -344,13 +354,14 @@ def _status_text(status: int | None) -> str:
 class RemoteObject:
     """An object that lives in the worker: a model, a class, a function, a generator."""
 
-    __slots__ = ("_connection", "_number", "_type", "_callable")
+    __slots__ = ("_connection", "_number", "_type", "_callable", "_text")
 
-    def __init__(self, connection: Connection, number: int, kind: str, is_callable: bool) -> None:
+    def __init__(self, connection: Connection, number: int, kind: str, is_callable: bool, text: str = "") -> None:
         object.__setattr__(self, "_connection", connection)
         object.__setattr__(self, "_number", number)
-        object.__setattr__(self, "_type", kind)
+        object.__setattr__(self, "_type", kind)  # the student's type, "numpy.ndarray": messages name it
         object.__setattr__(self, "_callable", is_callable)
+        object.__setattr__(self, "_text", text)  # how it printed over there
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") and name.endswith("__"):
@@ -381,8 +392,16 @@ class RemoteObject:
     def __contains__(self, item) -> bool:
         return self._connection.call(_builtin("contains"), (self, item), {})
 
-    def __repr__(self) -> str:
-        return f"<{self._type} in the grading worker>"
+    def __repr__(self) -> str:  # what the student would see printing it: "dtype('float32')"
+        return self._text or f"<{self._type} object>"
+
+
+def type_name(value: Any) -> str:
+    """The type of a value as the student's code made it: "numpy.ndarray", "float", "torch.Tensor"."""
+    if isinstance(value, RemoteObject):
+        return value._type
+    kind = type(value)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
 
 
 def _builtin(name: str) -> Named:
@@ -452,19 +471,23 @@ def run_probe(probe: Callable, *args, **kwargs) -> Any:
 class WorkerManager:
     """Starts, resets and ends workers: one per exercise, a fresh one after a crash."""
 
-    def __init__(self, base: Path, repo: Path, forbidden: list[Path], limits: confinement.Limits, timeout: float, log: Path) -> None:
+    def __init__(self, base: Path, repo: Path, forbidden: list[Path], limits: confinement.Limits, timeout: float, log: Path,
+                 zygote: Zygote | None = None) -> None:
         self.base, self.repo, self.forbidden, self.limits, self.timeout, self.log = base, repo, forbidden, limits, timeout, log
         self.current: Connection | None = None
         self.exercise: str | None = None
         self.modules: dict[str, RemoteModule] = {}
         self.broken: dict[str, str] = {}  # modules whose import crashed or hung the worker, and how
         # Started now: it imports torch while pytest collects the tests, instead of at the first test.
-        self.zygote: Zygote | None = Zygote(base, repo, forbidden, limits, log)
+        # A zygote handed in (labs.check keeps one warm across runs) is used as it is and left running.
+        self.keep_zygote = zygote is not None and zygote.alive()
+        self.zygote: Zygote | None = zygote if self.keep_zygote else Zygote(base, repo, forbidden, limits, log)
 
     def module(self, name: str) -> RemoteModule:
         return self.modules.setdefault(name, RemoteModule(self, name))
 
     def begin_test(self, exercise: str | None) -> None:
+        _IN_PLACE_CLAIMS.clear()
         if self.current is not None and (self.current.ended is not None or exercise != self.exercise):
             self.current.end("finished")
             self.current = None
@@ -499,6 +522,6 @@ class WorkerManager:
         if self.current is not None:
             self.current.end("finished")
             self.current = None
-        if self.zygote is not None:
+        if self.zygote is not None and not self.keep_zygote:
             self.zygote.shutdown()
-            self.zygote = None
+        self.zygote = None

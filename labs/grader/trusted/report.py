@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from labs.grader import confinement
 from labs.grader.catalog import Exercise
+from labs.grader.text import printable
 
 HIDDEN_PREFIX = "test_hidden_"  # file name prefix of instructor-only tests in the trusted workspace
 
@@ -24,6 +25,7 @@ class TestResult:
     outcome: str = "failed"
     message: str = "not run"
     output: str = ""
+    where: str = ""  # the student's line where their code raised: "labs/mlp.py:115: e = torch.exp(...)"
 
     @property
     def passed(self) -> bool:
@@ -43,6 +45,7 @@ class TestResult:
 class ExerciseResult:
     exercise: Exercise
     tests: list[TestResult] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)  # why a by-hand exercise earns nothing (trusted/by_hand.py)
 
     @property
     def possible(self) -> float:
@@ -50,11 +53,33 @@ class ExerciseResult:
 
     @property
     def earned(self) -> float:
+        if self.flags:
+            return 0.0
         return sum(test.weight for test in self.tests if test.passed)
 
     @property
+    def failures(self) -> list[TestResult]:
+        """The failed tests, public ones first: a hidden failure never hides an informative public one."""
+        failed = [test for test in self.tests if not test.passed]
+        return [test for test in failed if not test.hidden] + [test for test in failed if test.hidden]
+
+    @property
     def first_failure(self) -> TestResult | None:
-        return next((test for test in self.tests if not test.passed), None)
+        return next(iter(self.failures), None)
+
+    def problems(self, verbose: bool = False) -> list[str]:
+        """What the student should read first: the by-hand flags, the first public failure (every
+        failure if verbose), then how many hidden tests failed and what they were worth."""
+        lines = [f"no points: {flag}" for flag in self.flags]
+        public = [test for test in self.failures if not test.hidden]
+        hidden = [test for test in self.failures if test.hidden]
+        for test in public[: None if verbose else 1]:
+            lines += _describe(test).splitlines()
+        if hidden:
+            lost = sum(test.weight for test in hidden)
+            lines.append(f"{len(hidden)} hidden test{'s' if len(hidden) != 1 else ''} failed (worth {_fmt(lost)} "
+                         f"point{'s' if lost != 1 else ''}; hidden tests show no details)")
+        return lines
 
 
 @dataclass
@@ -80,11 +105,9 @@ class GradeReport:
         for result in self.exercises:
             points = f"{_fmt(result.earned)}/{_fmt(result.possible)}"
             lines.append(f"  {result.exercise.id:<5} {_clip(result.exercise.title, 44):<44} {points:>9}")
-            failures = [test for test in result.tests if not test.passed]
             if not result.tests:
                 lines.append(f"{'':8}no tests found for this exercise")
-            for test in failures[: None if verbose else 1]:
-                lines += [f"{'':8}{line}" for line in _describe(test).splitlines()]
+            lines += [f"{'':8}{line}" for line in result.problems(verbose)]
         percent = 100 * self.score / self.max_score if self.max_score else 0.0
         lines += ["", f"Total: {_fmt(self.score)} / {_fmt(self.max_score)} points ({percent:.0f}%)"]
         return "\n".join(lines)
@@ -93,14 +116,17 @@ class GradeReport:
         """Gradescope's results.json: score, max_score and one entry per test."""
         tests = []
         for result in self.exercises:
+            flagged = "; ".join(result.flags)
             for test in result.tests:
+                passed = test.passed and not flagged
+                output = "passed" if passed else (f"no points: {flagged}" if flagged else _describe(test).split(": ", 1)[-1])
                 tests.append({
                     "name": f"Exercise {result.exercise.id} ({result.exercise.title}): {test.name if test.hidden else test.nodeid.split('::', 1)[-1]}",
                     "number": result.exercise.id,
-                    "score": round(test.weight if test.passed else 0.0, 6),
+                    "score": round(test.weight if passed else 0.0, 6),
                     "max_score": round(test.weight, 6),
-                    "status": "passed" if test.passed else "failed",
-                    "output": test.message if not test.passed else "passed",
+                    "status": "passed" if passed else "failed",
+                    "output": printable(output),
                 })
         return {
             "score": round(self.score, 4),
@@ -116,8 +142,11 @@ def _fmt(points: float) -> str:
 
 
 def _describe(test: TestResult) -> str:
-    """"test_name: what went wrong", the whole message (it may span lines)."""
-    return f"{test.name}: {test.message.strip()}"
+    """"test_name: what went wrong", the whole message (it may span lines), and the student's line
+    when their code raised. Control characters from the student's text are dropped."""
+    stub = test.where.split(": ", 1)[-1].startswith(("raise NotImplementedError", "raise ImportError"))  # says it already
+    where = f"\n  at {test.where}" if test.where and not stub else ""
+    return printable(f"{test.name}: {test.message.strip()}{where}")
 
 
 def _clip(text: str, width: int) -> str:

@@ -29,18 +29,21 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from labs import EXERCISE_MODULES, REPO_ROOT
 from labs.provided.atomic import write_json_atomically
 from labs.grader import confinement, reaping
-from labs.grader.catalog import graded_test_files, load_catalog
+from labs.grader.catalog import Exercise, graded_test_files, load_catalog
+from labs.grader.trusted import by_hand
 from labs.grader.trusted.report import HIDDEN_PREFIX, ExerciseResult, GradeReport, TestResult, _fmt
 
 HANG_MARGIN = 30.0  # seconds past the per-test limit before a silent test process is killed
@@ -62,23 +65,86 @@ class GradingError(Exception):
         self.instructor = instructor
 
 
-# ---------------------------------------------------------------- workspace
+# ---------------------------------------------------------------- reading the submission
 
 
-def _find_module(folder: Path, module: str) -> Path | None:
-    for candidate in (folder / "labs" / f"{module}.py", folder / f"{module}.py"):
-        if candidate.is_file():
-            return candidate
-    return None
+@dataclass
+class SubmittedModule:
+    """One exercise module as the submission holds it: its text, or why it cannot be graded."""
+
+    name: str  # "mlp"
+    text: str | None = None
+    where: str = ""  # "labs/mlp.py" or "mlp.py", as found in the submission
+    problem: str = ""  # missing, a link, not a regular file, not UTF-8
 
 
-def find_modules(source: Path) -> dict[str, Path | None]:
-    """The exercise modules in `source` (directly or under labs/): {name: path or None}."""
-    found = {module: _find_module(source, module) for module in EXERCISE_MODULES}
-    if not any(found.values()):
+def read_submission(source: Path) -> dict[str, SubmittedModule]:
+    """The exercise modules of `source` (directly or under labs/), read as data.
+
+    A submission is data: each file is opened without following links (O_NOFOLLOW on every
+    component below `source`) and must be a regular file, so a module that is a symbolic link
+    to the solutions, the hidden tests or a root-only file is refused, never read with the
+    grader's rights.
+    """
+    found = {}
+    for module in EXERCISE_MODULES:
+        found[module] = SubmittedModule(module, problem=f"{module}.py is missing from the submission")
+        for parts in (("labs", f"{module}.py"), (f"{module}.py",)):
+            text, problem = _read_regular_file(source, parts)
+            if text is not None or problem != "missing":
+                where = "/".join(parts)
+                found[module] = SubmittedModule(module, text, where, "" if text is not None else f"{where} {problem}")
+                break
+    if not any(m.text is not None or "missing" not in m.problem for m in found.values()):
         names = ", ".join(f"{m}.py" for m in EXERCISE_MODULES)
         raise GradingError(f"no exercise module ({names}) found in {source} or {source / 'labs'}")
     return found
+
+
+MAX_MODULE_BYTES = 2 * 2**20
+
+
+def _read_regular_file(root: Path, parts: tuple[str, ...]) -> tuple[str | None, str]:
+    """(text, "") or (None, why not): "missing", "is a symbolic link", ... Never follows a link below `root`."""
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
+    try:
+        folder = os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return None, "missing"
+    opened = [folder]
+    try:
+        for part in parts[:-1]:
+            try:
+                folder = os.open(part, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | nofollow, dir_fd=folder)
+            except FileNotFoundError:
+                return None, "missing"
+            except OSError:
+                return None, f"is not a folder of the submission ({part}/ is a link or a special file)"
+            opened.append(folder)
+        try:
+            fd = os.open(parts[-1], os.O_RDONLY | nofollow | getattr(os, "O_NONBLOCK", 0), dir_fd=folder)
+        except FileNotFoundError:
+            return None, "missing"
+        except OSError:  # ELOOP: the last component is a link
+            return None, "is a symbolic link: a submission is graded from regular files only"
+        opened.append(fd)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None, "is not a regular file: a submission is graded from regular files only"
+        if info.st_size > MAX_MODULE_BYTES:
+            return None, f"is {info.st_size:,} bytes, over the limit of {MAX_MODULE_BYTES:,}"
+        with os.fdopen(os.dup(fd), "rb") as file:
+            data = file.read(MAX_MODULE_BYTES + 1)
+        try:
+            return data.decode("utf-8"), ""
+        except UnicodeDecodeError:
+            return None, "is not UTF-8 text"
+    finally:
+        for fd in reversed(opened):
+            os.close(fd)
+
+
+# ---------------------------------------------------------------- workspaces
 
 
 def _copy_provided(target: Path) -> None:
@@ -86,7 +152,7 @@ def _copy_provided(target: Path) -> None:
 
 
 def build_trusted_workspace(workspace: Path, extra_tests: Path | None = None) -> None:
-    """The graded tests and the provided code, for the pytest process that never runs student code.
+    """The graded tests and the course's code, for the pytest processes that never run student code.
 
     Its exercise modules are replaced by a guard that fails loudly if anything imports one.
     """
@@ -97,10 +163,6 @@ def build_trusted_workspace(workspace: Path, extra_tests: Path | None = None) ->
         (workspace / "labs" / f"{module}.py").write_text(
             f"raise ImportError('the grader never imports student code: labs.{module} runs in a worker')\n"
         )
-    _copy_tests(workspace, extra_tests)
-
-
-def _copy_tests(workspace: Path, extra_tests: Path | None) -> None:
     (workspace / "tests").mkdir()
     for path in graded_test_files():
         shutil.copy(path, workspace / "tests" / path.name)
@@ -111,25 +173,22 @@ def _copy_tests(workspace: Path, extra_tests: Path | None) -> None:
         shutil.copy(REPO_ROOT / name, workspace / name)
 
 
-def build_code_folder(found: dict[str, Path | None], code: Path, source: Path) -> list[str]:
-    """The provided code and the submission's modules, readable by the worker's user.
+def build_code_folder(modules: dict[str, SubmittedModule], code: Path) -> None:
+    """The course's code and the submission's modules, readable by the worker's user.
 
-    Returns the names of the exercise modules that the submission lacks (graded as missing).
+    A module that cannot be graded is replaced by one that raises ImportError saying why.
     """
     _copy_provided(code / "labs")
-    missing = []
-    for module, path in found.items():
-        target = code / "labs" / f"{module}.py"
-        if path is None:
-            missing.append(module)
-            target.write_text(f"raise ImportError({f'{module}.py is missing from the submission'!r})\n")
+    for module in modules.values():
+        target = code / "labs" / f"{module.name}.py"
+        if module.text is None:
+            target.write_text(f"raise ImportError({module.problem!r})\n")
         else:
-            shutil.copyfile(path, target)
+            target.write_text(module.text, encoding="utf-8")
     for folder, dirs, files in os.walk(code):
         os.chmod(folder, 0o755)
         for name in files:
             os.chmod(Path(folder) / name, 0o644)
-    return missing
 
 
 # ---------------------------------------------------------------- running pytest
@@ -147,36 +206,48 @@ def _read_events(path: Path) -> list[dict]:
     return events
 
 
-def _run_pytest(workspace: Path, code: Path, forbid: list[Path], marker_expr: str, timeout: float,
-                only: list[str] | None, attempt: str, deadline: float) -> tuple[list[dict], str]:
-    """Run the graded tests once; return the plugin's events and how the process ended."""
-    report = workspace / f"report-{attempt}.jsonl"
+@dataclass
+class _Run:
+    """One submission's grading: its folders and limits, shared by its test processes."""
+
+    trusted: Path  # the graded tests and the course's code, private to this user
+    code: Path  # the course's code and the submission's modules, for the workers
+    forbid: list[Path]  # folders the workers must not reach
+    timeout: float
+    deadline: float  # time.monotonic() when the budget ends
+    time_budget: float
+
+
+def _run_pytest(run: _Run, paths: list[str], marker_expr: str, only: list[str] | None, attempt: str) -> tuple[list[dict], str]:
+    """Run the graded tests in `paths` once; return the plugin's events and how the process ended."""
+    report = run.trusted / f"report-{attempt}.jsonl"
+    isolate = confinement.CAN_ISOLATE
     command = [
-        sys.executable, "-m", "pytest", "tests", "--impl", "labs", "-m", marker_expr,
+        sys.executable, "-m", "pytest", *paths, "--impl", "labs", "-m", marker_expr,
         "-p", "labs.grader.trusted.plugin", "--grading-report", str(report),
-        *(["--grading-code", str(code), f"--grading-timeout={timeout}", *[f"--grading-forbid={p}" for p in forbid]]
-          if confinement.CAN_ISOLATE else []),
-        f"--timeout={timeout + HANG_MARGIN if confinement.CAN_ISOLATE else timeout}", "-q", "--tb=no", "--show-capture=no", "--no-header",
+        *(["--grading-code", str(run.code), f"--grading-timeout={run.timeout}", *[f"--grading-forbid={p}" for p in run.forbid]]
+          if isolate else []),
+        f"--timeout={run.timeout + HANG_MARGIN if isolate else run.timeout}", "-q", "--tb=no", "--show-capture=no", "--no-header",
         "-p", "no:cacheprovider", "-o", "addopts=--strict-markers",
     ]
     if only is not None:
-        only_file = workspace / f"only-{attempt}.txt"
+        only_file = run.trusted / f"only-{attempt}.txt"
         only_file.write_text("\n".join(only) + "\n")
         command += ["--grading-only", str(only_file)]
     env = {key: value for key, value in os.environ.items() if not key.startswith(("PYTEST_", "COV_"))}
-    env.update(LABS_IMPL="labs", PYTHONPATH=str(workspace), PYTHONDONTWRITEBYTECODE="1")
-    with open(workspace / f"pytest-{attempt}.log", "wb") as log:
-        process = subprocess.Popen(command, cwd=workspace, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    env.update(LABS_IMPL="labs", PYTHONPATH=str(run.trusted), PYTHONDONTWRITEBYTECODE="1")
+    with open(run.trusted / f"pytest-{attempt}.log", "wb") as log:
+        process = subprocess.Popen(command, cwd=run.trusted, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         started: dict[str, float] = {}
         seen = 0
         while process.poll() is None:
             time.sleep(0.2)
-            if time.monotonic() > deadline:
+            if time.monotonic() > run.deadline:
                 reaping.end_process(process)  # with its process group (the zygote among them)
                 return _read_events(report), "out of time"
             events = _read_events(report)
             if events and events[-1]["event"] == "finished":  # all said: spare it a second of torch's teardown
-                reaping.end_process(process)  # with its process group (the zygote among them)
+                reaping.end_process(process)
                 return events, "finished"
             for event in events[seen:]:
                 if event["event"] == "start":
@@ -184,8 +255,8 @@ def _run_pytest(workspace: Path, code: Path, forbid: list[Path], marker_expr: st
                 elif event["event"] == "result":
                     started.pop(event["nodeid"], None)
             seen = len(events)
-            if any(time.monotonic() - t > timeout + 2 * HANG_MARGIN for t in started.values()):
-                reaping.end_process(process)  # with its process group (the zygote among them)
+            if any(time.monotonic() - t > run.timeout + 2 * HANG_MARGIN for t in started.values()):
+                reaping.end_process(process)
                 return _read_events(report), "hung"
     reaping.kill_group(process.pid)  # anything it left behind in its group
     return _read_events(report), f"exit code {process.returncode}"
@@ -201,6 +272,10 @@ def _log_tail(workspace: Path, attempt: str, lines: int = 25) -> str:
 def grade(source: str | Path | None = None, exercises: list[str] | None = None, timeout: float = DEFAULT_TIMEOUT,
           time_budget: float = DEFAULT_TIME_BUDGET, extra_tests: str | Path | None = None, shards: int | None = None) -> GradeReport:
     """Grade the exercise modules in `source` (default: this repository's labs/).
+
+    The public tests run first, shared among `shards` test processes. Hidden tests (`extra_tests`)
+    run after every public result is recorded, in test processes and workers of their own, so
+    nothing a hidden test hands the student's code can reach what the student sees.
 
     Args:
         source: a folder holding basics.py, mlp.py, conv.py, models.py (directly or under labs/).
@@ -225,50 +300,68 @@ def grade(source: str | Path | None = None, exercises: list[str] | None = None, 
     unknown = [ex for ex in wanted if ex not in known]
     if unknown:
         raise GradingError(f"unknown exercise id(s) {', '.join(unknown)}; the exercises are {', '.join(known)}")
+    modules = read_submission(source)
+    flags = by_hand.check_submission({name: (m.text, m.where) for name, m in modules.items() if m.text is not None},
+                                     {exercise.id: exercise.functions for exercise in catalog})
     shards = max(1, min(shards or min(2, os.cpu_count() or 1), len(wanted)))
-    marker_exprs = ["(" + " or ".join(known[ex].marker for ex in group) + ") and not provided"
-                    for group in share_out(wanted, shards)]
-    found = find_modules(source)
-    deadline = time.monotonic() + time_budget
     trusted = Path(tempfile.mkdtemp(prefix="labs-grade-"))  # mode 0700: this user only
     code_root = Path(tempfile.mkdtemp(prefix="labs-code-"))
     try:
         os.chmod(code_root, 0o755)
         build_trusted_workspace(trusted, Path(extra_tests) if extra_tests is not None else None)
-        missing = build_code_folder(found, code_root / "code", source)
+        build_code_folder(modules, code_root / "code")
         if not confinement.CAN_ISOLATE:  # Windows: the tests import the code directly, as plain pytest does
             shutil.rmtree(trusted / "labs")
             shutil.copytree(code_root / "code" / "labs", trusted / "labs")
-        forbid = [trusted, source.resolve()]
-        with ThreadPoolExecutor(max_workers=shards) as pool:
-            runs = [pool.submit(_run_until_done, trusted, code_root / "code", forbid, expr, timeout, deadline, time_budget, shard)
-                    for shard, expr in enumerate(marker_exprs)]
-            outcomes = [run.result() for run in runs]
-        collected = [test for shard_tests, _ in outcomes for test in shard_tests]
-        results = {nodeid: result for _, shard_results in outcomes for nodeid, result in shard_results.items()}
+        run = _Run(trusted, code_root / "code", [trusted, source.resolve()], timeout, time.monotonic() + time_budget, time_budget)
+        public = ["tests", f"--ignore-glob=*{HIDDEN_PREFIX}*"]
+        collected, results = _run_shards(run, public, [[known[ex] for ex in group] for group in share_out(wanted, shards)])
+        hidden = [f"tests/{path.name}" for path in sorted((trusted / "tests").glob(f"{HIDDEN_PREFIX}*.py"))]
+        if hidden:  # after every public result is recorded: in processes and workers of their own
+            more, more_results = _run_shards(run, hidden, [[known[ex] for ex in wanted]], first_shard=shards)
+            collected, results = collected + more, {**results, **more_results}
     finally:
         shutil.rmtree(trusted, ignore_errors=True)
         shutil.rmtree(code_root, ignore_errors=True)
+    label = "labs/ (your code)" if source.resolve() == (REPO_ROOT / "labs").resolve() else str(source)
+    return _report(label, catalog, wanted, modules, flags, collected, results)
 
+
+def _run_shards(run: _Run, paths: list[str], groups: list[list[Exercise]], first_shard: int = 0) -> tuple[list[dict], dict[str, dict]]:
+    """Each group of exercises in a test process of its own, side by side; their tests and results."""
+    expressions = ["(" + " or ".join(exercise.marker for exercise in group) + ") and not provided" for group in groups]
+    with ThreadPoolExecutor(max_workers=len(expressions)) as pool:
+        runs = [pool.submit(_run_until_done, run, paths, expression, first_shard + shard)
+                for shard, expression in enumerate(expressions)]
+        outcomes = [future.result() for future in runs]
+    collected = [test for shard_tests, _ in outcomes for test in shard_tests]
+    results = {nodeid: result for _, shard_results in outcomes for nodeid, result in shard_results.items()}
+    return collected, results
+
+
+def _report(label: str, catalog: list[Exercise], wanted: list[str], modules: dict[str, SubmittedModule],
+            flags: dict[str, list], collected: list[dict], results: dict[str, dict]) -> GradeReport:
+    """The grade report from the test processes' records: points per test, messages in the student's terms."""
     cases = Counter(test["function"] for test in collected)
     by_marker = {exercise.marker: ExerciseResult(exercise) for exercise in catalog if exercise.id in wanted}
+    for exercise in by_marker.values():
+        exercise.flags = [flag.message() for flag in flags.get(exercise.exercise.id, [])]
     for test in collected:
         if test["exercise"] not in by_marker:
             continue
         exercise = by_marker[test["exercise"]]
         outcome = results.get(test["nodeid"], {"outcome": "failed", "message": "not run", "output": ""})
-        message = outcome["message"]
-        if exercise.exercise.module in missing and outcome["outcome"] != "passed":
-            message = f"{exercise.exercise.module}.py is missing from the submission"
+        message, output = outcome["message"], outcome.get("output", "")
+        module = modules[exercise.exercise.module]
+        if module.text is None and outcome["outcome"] != "passed":
+            message = module.problem
         weight = 1.0 / cases[test["function"]]  # one point per test function, shared by its parametrized cases
-        output = outcome.get("output", "")
-        if test["function"].startswith(HIDDEN_PREFIX):  # say that it failed and what it was worth, nothing else
+        hidden = test["function"].startswith(HIDDEN_PREFIX)
+        if hidden:  # say that it failed and what it was worth, nothing else
             message = "" if outcome["outcome"] == "passed" else f"a hidden test failed (worth {_fmt(weight)} point{'s' if weight != 1 else ''}; hidden tests show no details)"
             output = ""
-        exercise.tests.append(
-            TestResult(test["nodeid"], test["function"], exercise.exercise.id, weight, outcome["outcome"], message, output)
-        )
-    label = "labs/ (your code)" if source.resolve() == (REPO_ROOT / "labs").resolve() else str(source)
+        exercise.tests.append(TestResult(test["nodeid"], test["function"], exercise.exercise.id, weight, outcome["outcome"],
+                                         message, output, where="" if hidden else str(outcome.get("where", ""))))
     return GradeReport(label, list(by_marker.values()))
 
 
@@ -289,15 +382,14 @@ def share_out(exercises: list[str], shards: int) -> list[list[str]]:
     return [group for group in groups if group]
 
 
-def _run_until_done(trusted: Path, code: Path, forbid: list[Path], marker_expr: str, timeout: float,
-                    deadline: float, time_budget: float, shard: int) -> tuple[list[dict], dict[str, dict]]:
+def _run_until_done(run: _Run, paths: list[str], marker_expr: str, shard: int) -> tuple[list[dict], dict[str, dict]]:
     """Run pytest, and again on the tests it did not reach if its process ended early."""
     collected: list[dict] | None = None
     results: dict[str, dict] = {}
     pending: list[str] | None = None
     for attempt in range(1, 1000):
         tag = f"{shard}.{attempt}"  # this test process's report and log files
-        events, ending = _run_pytest(trusted, code, forbid, marker_expr, timeout, pending, tag, deadline)
+        events, ending = _run_pytest(run, paths, marker_expr, pending, tag)
         errors = [e for e in events if e["event"] == "collect_error"]
         if errors and HIDDEN_PREFIX in errors[0]["where"]:  # its traceback would show the hidden test's code
             raise GradingError("a hidden test file could not be collected: tell your instructor", instructor=True)
@@ -305,10 +397,10 @@ def _run_until_done(trusted: Path, code: Path, forbid: list[Path], marker_expr: 
             raise GradingError(f"the tests could not be collected in {errors[0]['where']}:\n{errors[0]['message']}", instructor=True)
         batch = next((e["tests"] for e in events if e["event"] == "collected"), None)
         if batch is None and ending == "out of time":
-            raise GradingError(f"grading ran out of its time budget of {time_budget:g} s before the tests started")
+            raise GradingError(f"grading ran out of its time budget of {run.time_budget:g} s before the tests started")
         if batch is None:
-            hidden = any((trusted / "tests").glob(f"{HIDDEN_PREFIX}*.py"))  # the log may quote hidden tests
-            raise GradingError(f"pytest did not start ({ending})" + ("" if hidden else f":\n{_log_tail(trusted, tag)}"))
+            hidden = any((run.trusted / "tests").glob(f"{HIDDEN_PREFIX}*.py"))  # the log may quote hidden tests
+            raise GradingError(f"pytest did not start ({ending})" + ("" if hidden else f":\n{_log_tail(run.trusted, tag)}"))
         collected = collected if collected is not None else batch
         started = [e["nodeid"] for e in events if e["event"] == "start"]
         for event in events:
@@ -317,7 +409,7 @@ def _run_until_done(trusted: Path, code: Path, forbid: list[Path], marker_expr: 
         if any(e["event"] == "finished" for e in events):
             break
         if ending == "out of time":
-            why = f"not run: grading ran out of its time budget of {time_budget:g} s"
+            why = f"not run: grading ran out of its time budget of {run.time_budget:g} s"
             for test in collected:
                 results.setdefault(test["nodeid"], {"outcome": "failed", "message": why, "output": ""})
             break

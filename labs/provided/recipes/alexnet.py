@@ -42,11 +42,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from labs.provided import distributed, training
-from labs.provided.data import DataError, load_cifar10, load_mnist
+from labs.provided import augmentation, checkpoints, distributed, training
+from labs.provided.data import MNIST_MEAN, MNIST_STD, DataError, load_cifar10, load_mnist
 from labs.provided.device import describe, pick_device
-from labs.provided.recipes.common import apply_data_dir, recipe_parser
-from labs.provided.recipes.lenet import MNIST_MEAN, MNIST_STD, shift_digits
+from labs.provided.recipes.common import add_speed_options, apply_data_dir, recipe_parser
+from labs.provided.recipes.lenet import shift_digits
 from labs.provided.seeding import seed_everything
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -81,7 +81,7 @@ def crop_and_flip(max_shift: int):
     """An `augment` callback: random shifts of up to `max_shift` pixels (zero = mean colour) and flips."""
 
     def augment(x: Tensor, generator: torch.Generator) -> Tensor:
-        return training.random_flip(training.random_shift(x, max_shift, generator), generator)  # (B, 3, S, S)
+        return augmentation.random_flip(augmentation.random_shift(x, max_shift, generator), generator)  # (B, 3, S, S)
 
     return augment
 
@@ -201,9 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="model parallel as in the paper: one tower on cuda:0, one on cuda:1, exchanging activations only at "
         "conv3 and the fully-connected layers (needs groups=2, two GPUs, one process; on CPU both towers share it)",
     )
-    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on for CUDA)")
-    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, help="channels_last layout (default: on for CUDA)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    add_speed_options(parser)
     parser.add_argument("--max-steps", type=int, default=None, help="at most this many steps per epoch (default: all; CPU: 5)")
     parser.add_argument("--synthetic-size", type=int, default=4096, help="images in the synthetic set (default: 4096)")
     parser.add_argument("--workers", type=int, default=8, help="DataLoader workers for imagefolder (default: 8)")
@@ -327,7 +325,7 @@ def _train(args: argparse.Namespace, context: distributed.Context) -> int:
         say(f"test accuracy: {history['test_acc'][-1]:.2%}")
     if args.save_rank_state:
         path = Path(args.save_rank_state.format(rank=context.rank))
-        training.atomic_save({name: value.cpu() for name, value in training.unwrap(net).state_dict().items()}, path)
+        checkpoints.atomic_save({name: value.cpu() for name, value in training.unwrap(net).state_dict().items()}, path)
     if context.is_main and test_data is not None:
         from labs.provided.recipes.lenet import save_curves
 

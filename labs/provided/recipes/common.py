@@ -37,6 +37,13 @@ def recipe_parser(
     return parser
 
 
+def add_speed_options(parser: argparse.ArgumentParser) -> None:
+    """--bf16, --channels-last and --compile, for the recipes that train convolutional networks on a GPU."""
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on for CUDA)")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, help="channels_last layout (default: on for CUDA)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (the first steps compile: a slow start, faster after)")
+
+
 def apply_data_dir(args: argparse.Namespace) -> None:
     """Make --data-dir the folder that `labs.provided.data` reads (through LABS_DATA_DIR)."""
     if args.data_dir:

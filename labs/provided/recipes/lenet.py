@@ -29,13 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from labs.provided import training
-from labs.provided.data import DataError, load_mnist
+from labs.provided import augmentation, training
+from labs.provided.data import MNIST_MEAN, MNIST_STD, DataError, load_mnist
 from labs.provided.device import describe, pick_device
-from labs.provided.recipes.common import apply_data_dir, recipe_parser
+from labs.provided.recipes.common import add_speed_options, apply_data_dir, recipe_parser
 from labs.provided.seeding import seed_everything
 
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # of the 60,000 training digits scaled to [0, 1]
 CPU_BATCH, CPU_LR, GPU_BATCH, GPU_LR = 64, 3e-3, 512, 1e-2
 FAST_EPOCHS, FAST_BATCH, FAST_LR, FAST_TRAIN = 4, 32, 2e-3, 5000
 
@@ -59,7 +58,7 @@ def shift_digits(max_shift: int):
 
     def augment(x: Tensor, generator: torch.Generator) -> Tensor:
         black = -MNIST_MEAN / MNIST_STD  # a normalised black pixel: fill with it, not with 0 (grey)
-        return training.random_shift(x - black, max_shift, generator) + black
+        return augmentation.random_shift(x - black, max_shift, generator) + black
 
     return augment
 
@@ -75,9 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--conv", choices=("torch", "lab"), default="torch", help="nn.Conv2d or your own Conv2d from exercise 2.8 (default: torch)")
     parser.add_argument("--shift", type=int, default=None, help="augmentation: random shifts of up to this many pixels (default: 2, fast: 1)")
     parser.add_argument("--train-size", type=int, default=None, help="use only the first N training digits (default: all; fast: 5,000)")
-    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on for CUDA)")
-    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, help="channels_last layout (default: on for CUDA)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model (the first steps compile: a slow start, faster after)")
+    add_speed_options(parser)
     return parser
 
 

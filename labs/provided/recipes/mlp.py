@@ -21,9 +21,8 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from labs.provided.data import MNIST_MEAN, MNIST_STD
 from labs.provided.recipes.common import apply_data_dir, recipe_parser
-
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # over the 60,000 training images
 FAST_TRAIN, FAST_TEST = 1000, 1000  # images used by --fast / LABS_FAST=1
 
 

@@ -189,6 +189,7 @@ def test_a_failing_property_test_shows_its_smallest_failing_case(runs):
     assert "shape=" in message and "has shape" in message, f"the case and the error should both show: {message}"
 
 
+@pytest.mark.slow
 def test_bad_grader_arguments_exit_2_with_a_reason(tmp_path):
     process = _grade_cli("--submission", str(tmp_path / "nowhere"))
     assert process.returncode == 2 and "does not exist" in process.stderr

@@ -13,6 +13,8 @@ import torch
 
 from labs import REPO_ROOT
 
+pytestmark = pytest.mark.slow  # every check here starts processes that import torch
+
 
 @pytest.mark.timeout(180)
 def test_two_gloo_processes_end_with_identical_trained_weights(tmp_path, models):

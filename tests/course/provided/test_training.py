@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from labs.provided import training
+from labs.provided import augmentation, checkpoints, training
 from labs.provided.seeding import seed_everything
 
 from labs import REPO_ROOT
@@ -46,13 +46,14 @@ def make_run(seed: int = 0, epochs: int = 4, steps: int = 3):
 
 
 def shift(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    return training.random_shift(x, 1, generator)  # augmentation draws from the data generator too
+    return augmentation.random_shift(x, 1, generator)  # augmentation draws from the data generator too
 
 
 class Interrupt(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path):
     train, test = tiny_problem()
     epochs, batch = 4, 24  # 72 training images: 3 steps per epoch
@@ -87,7 +88,7 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path
 
 def test_checkpoint_write_is_atomic_when_saving_fails(tmp_path, monkeypatch):
     path = tmp_path / "model.pt"
-    training.atomic_save({"version": 1}, path)
+    checkpoints.atomic_save({"version": 1}, path)
 
     def broken_save(obj, file, *args, **kwargs):
         file.write(b"half a checkpoint")
@@ -95,7 +96,7 @@ def test_checkpoint_write_is_atomic_when_saving_fails(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        training.atomic_save({"version": 2}, path)
+        checkpoints.atomic_save({"version": 2}, path)
     monkeypatch.undo()
     assert torch.load(path, weights_only=False) == {"version": 1}, "a failed save must leave the previous checkpoint intact"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"], "a failed save must not leave a temporary file behind"
@@ -125,7 +126,7 @@ def test_random_shift_moves_each_image_and_fills_with_zeros():
     x = torch.zeros(1, 1, 5, 5)
     x[0, 0, 2, 2] = 1.0  # one bright pixel in the middle
     g = torch.Generator().manual_seed(0)
-    y = training.random_shift(x.repeat(50, 1, 1, 1), 2, g)  # (50, 1, 5, 5)
+    y = augmentation.random_shift(x.repeat(50, 1, 1, 1), 2, g)  # (50, 1, 5, 5)
     assert y.shape == (50, 1, 5, 5)
     assert torch.all(y.sum((1, 2, 3)) == 1), "a shift of at most 2 keeps the centre pixel inside a 5x5 image"
     assert len({int(i) for i in y.flatten(1).argmax(1)}) > 5, "different images should get different shifts"
@@ -154,6 +155,7 @@ def test_short_lenet_run_on_real_mnist_reaches_97_percent(mnist_dir, models):
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.slow
 def test_lenet_recipe_runs_from_the_command_line(mnist_dir, tmp_path):
     env = {**os.environ, "LABS_DATA_DIR": str(mnist_dir), "LABS_IMPL": "solutions"}
     result = subprocess.run(
@@ -180,6 +182,7 @@ def test_lenet_recipe_says_how_to_fetch_missing_mnist(tmp_path, capsys, monkeypa
     assert "python -m labs download mnist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_alexnet_small_configuration_lowers_the_loss_on_synthetic_data(models):
     from labs.provided.recipes import alexnet
 
@@ -200,6 +203,7 @@ def test_alexnet_small_configuration_lowers_the_loss_on_synthetic_data(models):
     assert losses[-1] < losses[0], f"three SGD steps on one batch should lower its loss, got {losses}"
 
 
+@pytest.mark.slow
 def test_alexnet_recipe_trains_the_two_tower_model_parallel_version(tmp_path):
     """--two-towers on CPU puts both towers on the one device: the same code path a 2-GPU run takes."""
     process = subprocess.run(
@@ -228,6 +232,7 @@ def test_compile_model_says_it_compiles_and_then_how_long_the_first_step_took(mo
     assert len(lines) == 2 and re.search(r"the first step took \d+\.\d s", lines[1]), f"expected one report after the first step, got {lines}"
 
 
+@pytest.mark.slow
 def test_recipes_announce_torch_compile(monkeypatch, capsys, tmp_path):
     from labs.provided.recipes import alexnet
 

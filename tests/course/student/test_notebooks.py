@@ -56,6 +56,7 @@ def test_notebook_imports_graded_code_instead_of_defining_it(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+@pytest.mark.slow
 def test_notebook_runs_top_to_bottom_in_fast_mode(path, monkeypatch):
     notebook = nbformat.read(path, as_version=4)
     if re.search(r"mnist", _code(notebook), re.IGNORECASE) and not mnist_available(data_dir()):
@@ -65,6 +66,7 @@ def test_notebook_runs_top_to_bottom_in_fast_mode(path, monkeypatch):
     assert not errors, f"{path.name} printed an error: {errors[0].get('ename')}: {errors[0].get('evalue')}"
 
 
+@pytest.mark.slow
 def test_a_notebook_stops_at_the_first_unfinished_exercise_with_its_message(monkeypatch):
     """Against the stubs, notebook 00 stops at its first exercise and shows what to do."""
     with pytest.raises(CellExecutionError) as stopped:

@@ -15,6 +15,8 @@ import pytest
 
 from labs.instructor.release import REPO_ROOT, generate
 
+pytestmark = pytest.mark.slow  # every check here starts processes that import torch
+
 
 def _course_copy(root: Path, folders=("labs", "tests")) -> Path:
     """`folders` of this repository, its conftest.py and pyproject.toml, copied under `root`."""
