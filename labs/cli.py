@@ -96,6 +96,16 @@ def _gradescope_package(args: argparse.Namespace) -> int:
     return run_gradescope_package(args.out, args.extra_tests)
 
 
+def _declare_pack(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", metavar="ZIP", default=None, help="the zip to write (default: submission.zip in the course folder)")
+
+
+def _pack(args: argparse.Namespace) -> int:
+    from labs.grader.pack import run_pack
+
+    return run_pack(args.out)
+
+
 # ---------------------------------------------------------------- the course's files
 
 
@@ -172,6 +182,7 @@ class Command:
 
 COMMANDS = [
     Command("grade", "grade your labs/ (or a submission) exercise by exercise", _declare_grade, _grade),
+    Command("pack", "check that your four modules import and build the zip to upload", _declare_pack, _pack),
     Command("grade-class", "grade a class's submissions: results, feedback, grades.csv and a report (instructors)",
             _declare_grade_class, _grade_class,
             description="Grade one folder or .zip per student (also Moodle's, Canvas's and Gradescope's downloads) "

@@ -33,6 +33,10 @@ def pairwise_squared_distances(X: Tensor, Y: Tensor) -> Tensor:
 
     Raises:
         ValueError: X or Y is not a matrix, or their numbers of columns differ.
+
+    Written by hand (exercise 1.1; the grader reads your source): broadcasting, indexing,
+    elementwise operations and reductions are allowed (torch.linalg.vector_norm included);
+    torch.cdist, torch.pdist, F.pairwise_distance and nn.PairwiseDistance are not.
     """
     _check_matrix("X", X)
     _check_matrix("Y", Y, columns=X.shape[1])
@@ -56,6 +60,10 @@ def one_hot(y: Tensor, num_classes: int) -> Tensor:
     Raises:
         TypeError: y is not a tensor.
         ValueError: y is not a 1D integer tensor, or a label lies outside [0, num_classes).
+
+    Written by hand (exercise 1.2; the grader reads your source): torch.zeros with advanced
+    indexing, scatter_, comparisons with torch.arange and torch.eye(C)[y] are allowed; F.one_hot
+    is not.
     """
     if not isinstance(y, Tensor):
         raise TypeError(f"one_hot expected y to be a torch.Tensor of labels, got {type(y).__name__}")

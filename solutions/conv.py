@@ -175,6 +175,11 @@ def conv1d_naive(x: Tensor, w: Tensor, b: Tensor | None = None, stride: int = 1,
 
     Returns:
         (N, C_out, L_out) with L_out = floor((L + 2 * padding - K) / stride) + 1.
+
+    Written by hand (exercise 2.1; the grader reads your source): F.pad, Tensor.unfold,
+    Tensor.as_strided, F.unfold and F.fold (im2col and col2im are building blocks), einsum,
+    tensordot, matmul, torch.fft and Python loops are allowed; any library convolution is not
+    (torch.conv*, F.conv*, nn.Conv*, torch.nn.grad.*, numpy/scipy filters).
     """
     (stride,), (padding,), _, (L_out,) = _check_conv("conv1d_naive", x, w, b, stride, padding, 1, 1, spatial=1, strings=False)
     # from here on stride, padding and the output length L_out are ints
@@ -213,6 +218,11 @@ def conv1d(x: Tensor, w: Tensor, b: Tensor | None = None, stride: int = 1, paddi
 
     Returns:
         (N, C_out, L_out), L_out = floor((L + pad_left + pad_right - K) / stride) + 1.
+
+    Written by hand (exercise 2.2; the grader reads your source): F.pad, Tensor.unfold,
+    Tensor.as_strided, F.unfold and F.fold (im2col and col2im are building blocks), einsum,
+    tensordot, matmul, torch.fft and Python loops are allowed; any library convolution is not
+    (torch.conv*, F.conv*, nn.Conv*, torch.nn.grad.*, numpy/scipy filters).
     """
     (stride,), padding, _, _ = _check_conv("conv1d", x, w, b, stride, padding, 1, 1, spatial=1)
     padding = padding if padding == "same" else padding[0]  # from here on an int or "same" ("valid" is 0)
@@ -251,6 +261,11 @@ def conv2d_naive(x: Tensor, w: Tensor, b: Tensor | None = None, stride: IntOrPai
 
     Returns:
         (N, C_out, H_out, W_out), H_out = floor((H + 2 pH - kH) / sH) + 1 and likewise W_out.
+
+    Written by hand (exercise 2.3; the grader reads your source): F.pad, Tensor.unfold,
+    Tensor.as_strided, F.unfold and F.fold (im2col and col2im are building blocks), einsum,
+    tensordot, matmul, torch.fft and Python loops are allowed; any library convolution is not
+    (torch.conv*, F.conv*, nn.Conv*, torch.nn.grad.*, numpy/scipy filters).
     """
     stride, padding, _, (H_out, W_out) = _check_conv("conv2d_naive", x, w, b, stride, padding, 1, 1, spatial=2, strings=False)
     # from here on stride = (sH, sW) and padding = (pH, pW) are pairs of ints
@@ -298,6 +313,11 @@ def conv2d(
 
     Returns:
         (N, C_out, H_out, W_out), H_out = floor((H + pad_top + pad_bottom - dH (kH - 1) - 1) / sH) + 1.
+
+    Written by hand (exercise 2.4; the grader reads your source): F.pad, Tensor.unfold,
+    Tensor.as_strided, F.unfold and F.fold (im2col and col2im are building blocks), einsum,
+    tensordot, matmul, torch.fft and Python loops are allowed; any library convolution is not
+    (torch.conv*, F.conv*, nn.Conv*, torch.nn.grad.*, numpy/scipy filters).
     """
     stride, padding, dilation, (H_out, W_out) = _check_conv("conv2d", x, w, b, stride, padding, dilation, groups, spatial=2)
     # from here on stride and dilation are pairs of ints; padding is a pair (pH, pW) or "same" ("valid" is (0, 0))
@@ -358,6 +378,13 @@ def conv2d_backward(
 
     Returns:
         (dx, dw, db) of shapes (N, C_in, H, W), (C_out, C_in / groups, kH, kW) and (C_out,).
+
+    Written by hand (exercise 2.5; the grader reads your source): F.pad, Tensor.unfold,
+    Tensor.as_strided, F.unfold and F.fold (im2col and col2im are building blocks), einsum,
+    tensordot, matmul, torch.fft and Python loops are allowed; any library convolution is not
+    (torch.conv*, F.conv*, nn.Conv*, torch.nn.grad.*, numpy/scipy filters) (conv_transpose2d and
+    torch.nn.grad.conv2d_input among them), and neither is autograd; index_add_ and scatter_add_
+    are allowed.
     """
     stride, padding, dilation, out_shape = _check_conv("conv2d_backward", x, w, None, stride, padding, dilation, groups, spatial=2)
     # from here on stride and dilation are pairs of ints; padding is a pair (pH, pW) or "same" ("valid" is (0, 0))
@@ -420,6 +447,11 @@ def max_pool2d(x: Tensor, kernel_size: IntOrPair, stride: IntOrPair | None = Non
 
     Returns:
         (N, C, H_out, W_out), H_out = floor((H + 2 pH - kH) / sH) + 1.
+
+    Written by hand (exercise 2.6; the grader reads your source): F.pad (value=-inf),
+    Tensor.unfold, as_strided, F.unfold/F.fold, amax, max, argmax, gather, scatter_add_ and
+    index_add_ are allowed; the library's pooling in any spelling (F.*pool*, torch.*pool*,
+    nn.*Pool*, max_unpool), its convolutions and autograd are not.
     """
     kernel, stride, padding, _ = _check_pool("max_pool2d", x, kernel_size, stride, padding)
     # from here on kernel, stride and padding are pairs of ints (stride None is the kernel size)
@@ -450,6 +482,8 @@ def max_pool2d_backward(
 
     Returns:
         dx: (N, C, H, W).
+
+    Written by hand, as exercise 2.6: see `max_pool2d` for what it may use.
     """
     kernel, stride, padding, out_shape = _check_pool("max_pool2d_backward", x, kernel_size, stride, padding)
     # from here on kernel, stride and padding are pairs of ints; out_shape = (H_out, W_out)
@@ -488,6 +522,11 @@ def avg_pool2d(x: Tensor, kernel_size: IntOrPair, stride: IntOrPair | None = Non
 
     Returns:
         (N, C, H_out, W_out), H_out = floor((H + 2 pH - kH) / sH) + 1.
+
+    Written by hand (exercise 2.7; the grader reads your source): F.pad, Tensor.unfold,
+    as_strided, F.unfold/F.fold, mean, sum, expand and index_add_ are allowed; the library's
+    pooling in any spelling, its convolutions (a box filter is an average pool) and autograd are
+    not.
     """
     kernel, stride, padding, _ = _check_pool("avg_pool2d", x, kernel_size, stride, padding)
     # from here on kernel, stride and padding are pairs of ints (stride None is the kernel size)
@@ -514,6 +553,8 @@ def avg_pool2d_backward(
 
     Returns:
         dx: (N, C, H, W).
+
+    Written by hand, as exercise 2.7: see `avg_pool2d` for what it may use.
     """
     kernel, stride, padding, out_shape = _check_pool("avg_pool2d_backward", x, kernel_size, stride, padding)
     # from here on kernel, stride and padding are pairs of ints; out_shape = (H_out, W_out)

@@ -102,6 +102,11 @@ def softmax(z: Tensor, dim: int = -1) -> Tensor:
 
     Returns:
         Probabilities, same shape and dtype as z, non-negative and summing to 1 along `dim`.
+
+    Written by hand (exercise 1.4; the grader reads your source): exp, log, amax/max, sum and
+    subtraction are allowed; torch.softmax, F.softmax, log_softmax in any spelling (tensor
+    methods, torch.special, nn.Softmax), torch.distributions and logsumexp are not: logsumexp is
+    the stable shift this exercise teaches.
     """
     _check_dim("softmax", z, dim)
     # BEGIN SOLUTION 1.4: Softmax and log-softmax
@@ -124,6 +129,8 @@ def log_softmax(z: Tensor, dim: int = -1) -> Tensor:
 
     Returns:
         Log-probabilities, same shape and dtype as z, all <= 0 and finite for finite z.
+
+    Written by hand, as exercise 1.4: see `softmax` for what it may use.
     """
     _check_dim("log_softmax", z, dim)
     # BEGIN SOLUTION 1.4
@@ -150,6 +157,10 @@ def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
 
     Raises:
         ValueError: logits not (N, C), targets not N integers, or a target outside [0, C).
+
+    Written by hand (exercise 1.5; the grader reads your source): your own log_softmax, advanced
+    indexing, gather, F.one_hot and mean are allowed; the softmax family, logsumexp,
+    F.cross_entropy, F.nll_loss, F.kl_div and the nn loss modules are not.
     """
     _check_classification("cross_entropy", logits, targets)
     # BEGIN SOLUTION 1.5: Cross-entropy from logits
@@ -180,6 +191,10 @@ def cross_entropy_grad(logits: Tensor, targets: Tensor) -> Tensor:
 
     Raises:
         ValueError: as for cross_entropy.
+
+    Written by hand (exercise 1.6; the grader reads your source): your own softmax, zeros_like
+    with indexing, scatter_ and F.one_hot are allowed; the softmax and cross-entropy families
+    and autograd (.backward, torch.autograd.*, torch.func, requires_grad) are not.
     """
     _check_classification("cross_entropy_grad", logits, targets)
     # BEGIN SOLUTION 1.6: Gradient of cross-entropy
@@ -209,6 +224,10 @@ def softmax_jacobian(z: Tensor) -> Tensor:
 
     Raises:
         ValueError: z is not a 1D floating-point tensor.
+
+    Written by hand (exercise 1.7; the grader reads your source): your own softmax, torch.diag,
+    torch.diag_embed, torch.outer and torch.eye are allowed; the softmax family and autograd
+    (torch.autograd.functional.jacobian, torch.func.jacrev/jacfwd) are not.
     """
     _check_float("softmax_jacobian", z, "a floating-point vector of logits of shape (C,)")
     if z.dim() != 1:
@@ -224,7 +243,14 @@ def softmax_jacobian(z: Tensor) -> Tensor:
 
 
 def relu(z: Tensor) -> Tensor:
-    """ReLU, elementwise: max(z, 0). Same shape and dtype as z."""
+    """ReLU, elementwise: max(z, 0). Same shape and dtype as z.
+
+    Written by hand (exercise 1.8; the grader reads your source): clamp, clamp_min, maximum,
+    where, comparisons, exp, expm1, log1p, logaddexp, abs and sign are allowed; the library's
+    relu, sigmoid and tanh in any spelling (torch.*, F.*, nn.*, tensor methods,
+    torch.special.expit, math.tanh), the activations that reduce to them (threshold, hardtanh,
+    elu, softplus, silu, logsigmoid) and autograd are not.
+    """
     _check_float("relu", z)
     # BEGIN SOLUTION 1.8: Activations and their derivatives
     # HINT: torch.clamp or torch.where; do not call torch.relu.
@@ -242,6 +268,8 @@ def relu_grad(z: Tensor) -> Tensor:
 
     Returns:
         Tensor of 0s and 1s, same shape and dtype as z.
+
+    Written by hand, as exercise 1.8: see `relu` for what it may use.
     """
     _check_float("relu_grad", z)
     # BEGIN SOLUTION 1.8
@@ -250,7 +278,10 @@ def relu_grad(z: Tensor) -> Tensor:
 
 
 def sigmoid(z: Tensor) -> Tensor:
-    """Logistic sigmoid, elementwise: 1 / (1 + exp(-z)), in [0, 1], no overflow warnings for large |z|."""
+    """Logistic sigmoid, elementwise: 1 / (1 + exp(-z)), in [0, 1], no overflow warnings for large |z|.
+
+    Written by hand, as exercise 1.8: see `relu` for what it may use.
+    """
     _check_float("sigmoid", z)
     # BEGIN SOLUTION 1.8
     # HINT: exp(-|z|) lies in (0, 1]: 1/(1+e) for z >= 0 and e/(1+e) for z < 0 never overflow.
@@ -260,7 +291,10 @@ def sigmoid(z: Tensor) -> Tensor:
 
 
 def sigmoid_grad(z: Tensor) -> Tensor:
-    """Derivative of the sigmoid with respect to z: sigma(z) (1 - sigma(z)). Same shape as z."""
+    """Derivative of the sigmoid with respect to z: sigma(z) (1 - sigma(z)). Same shape as z.
+
+    Written by hand, as exercise 1.8: see `relu` for what it may use.
+    """
     _check_float("sigmoid_grad", z)
     # BEGIN SOLUTION 1.8
     s = sigmoid(z)
@@ -269,7 +303,10 @@ def sigmoid_grad(z: Tensor) -> Tensor:
 
 
 def tanh(z: Tensor) -> Tensor:
-    """Hyperbolic tangent, elementwise: (e^z - e^-z) / (e^z + e^-z), in [-1, 1]. Same shape as z."""
+    """Hyperbolic tangent, elementwise: (e^z - e^-z) / (e^z + e^-z), in [-1, 1]. Same shape as z.
+
+    Written by hand, as exercise 1.8: see `relu` for what it may use.
+    """
     _check_float("tanh", z)
     # BEGIN SOLUTION 1.8
     # HINT: with e = exp(-2|z|), tanh(z) = sign(z) (1 - e) / (1 + e) never overflows.
@@ -279,7 +316,10 @@ def tanh(z: Tensor) -> Tensor:
 
 
 def tanh_grad(z: Tensor) -> Tensor:
-    """Derivative of tanh with respect to z: 1 - tanh(z)^2. Same shape as z."""
+    """Derivative of tanh with respect to z: 1 - tanh(z)^2. Same shape as z.
+
+    Written by hand, as exercise 1.8: see `relu` for what it may use.
+    """
     _check_float("tanh_grad", z)
     # BEGIN SOLUTION 1.8
     t = tanh(z)
@@ -398,6 +438,10 @@ def mlp_backward(params: Params, cache: Cache, dlogits: Tensor) -> Params:
 
     Raises:
         ValueError: dlogits or the cache does not match the parameters.
+
+    Written by hand (exercise 1.11; the grader reads your source): matrix products, transposes,
+    sums and your relu_grad are allowed; autograd (.backward, torch.autograd.*, torch.func,
+    requires_grad=True, .grad_fn) is not.
     """
     _check_params("mlp_backward", params)
     A, Z = cache

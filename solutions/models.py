@@ -293,6 +293,12 @@ def channel_window_sum(t: Tensor, size: int) -> Tensor:
     Shapes: (N, C, H, W) -> (N, C, H, W); size odd. The window is symmetric, so channel j lies
     in the window of channel c exactly when c lies in the window of j: the backward pass of
     local response normalisation sums over the same windows as its forward pass.
+
+    Written by hand (exercise 4.2; the grader reads your source): F.pad, slices, sum, cumsum,
+    pow and, for the window sum only, pooling or convolution are allowed, and so is
+    torch.autograd.Function with ctx.save_for_backward; F.local_response_norm,
+    nn.LocalResponseNorm, nn.CrossMapLRN2d, labs.provided.fast_lrn and autograd in the backward
+    are not.
     """
     # BEGIN SOLUTION 4.2: Local response normalisation, forward and backward by hand
     # HINT: pad the channels with size//2 zeros on each side (F.pad(t, (0, 0, 0, 0, h, h))), then add `size` shifted slices.
@@ -317,6 +323,8 @@ class LocalResponseNormFunction(torch.autograd.Function):
                    - 2 * alpha * beta * a[j] * (sum over c in the window of j of g[c] * a[c] * D[c] ** (-beta - 1))
 
     with g = dL/db.
+
+    Written by hand, as exercise 4.2: see `channel_window_sum` for what it may use.
     """
 
     @staticmethod

@@ -1440,3 +1440,16 @@ def test_a_source_that_does_not_parse_gets_no_flags():
 def test_harmless_idioms_near_the_rules_are_not_flagged(source):
     flags = flags_of("mlp", source)
     assert not any(flags.values()), describe(flags)
+
+
+@pytest.mark.parametrize("exercise", sorted(RULES))
+def test_each_by_hand_exercise_says_its_rule_in_the_stub_docstring(exercise):
+    """Students know the rule before they write: the stub's docstring carries the catalog's words."""
+    rule = RULES[exercise]
+    tree = ast.parse((REPO_ROOT / "labs" / f"{rule.module}.py").read_text())
+    first = rule.functions[0].split(".")[0]
+    node = next(n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == first)
+    docstring = " ".join((ast.get_docstring(node) or "").split())
+    note = " ".join(rule.allowed_note.split())
+    assert f"Written by hand (exercise {exercise}" in docstring, f"{first}'s docstring does not say that {exercise} is written by hand"
+    assert note[1:] in docstring, f"{first}'s docstring does not carry the rule of exercise {exercise}: {textwrap.shorten(note, 120)}"
