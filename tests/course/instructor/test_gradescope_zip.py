@@ -99,7 +99,7 @@ def test_the_zip_holds_what_gradescope_needs_and_never_the_solutions(package):
         names = zf.namelist()
         modes = {info.filename: (info.external_attr >> 16) for info in zf.infolist()}
         setup = zf.read("setup.sh").decode()
-    for required in ("setup.sh", "run_autograder", "labs/provided/grading.py", "labs/provided/exercises.json",
+    for required in ("setup.sh", "run_autograder", "labs/grader/trusted/runner.py", "labs/grader/exercises.json",
                      "tests/conftest.py", "tests/helpers.py", "conftest.py", "pyproject.toml", "requirements.txt",
                      "hidden_tests/test_extra.py"):
         assert required in names, f"the autograder zip lacks {required}"
