@@ -79,7 +79,13 @@ def _declare_grade_class(parser: argparse.ArgumentParser) -> None:
 
 
 def _grade_class(args: argparse.Namespace) -> int:
+    import signal
+
     from labs.instructor.class_grading import run_grade_class
+
+    # Ctrl-C stops the run and keeps what it finished, also when this process was started with
+    # SIGINT ignored (a background job, nohup), which it would otherwise inherit.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     return run_grade_class(args.submissions, args.out, args.jobs, args.exercises, args.timeout, args.time_budget,
                            args.extra_tests, args.force, args.max_unpacked_mb)
