@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -224,61 +225,91 @@ def main(argv: list[str] | None = None) -> int:
         distributed.cleanup()
 
 
+@dataclass
+class _Plan:
+    """What one run trains: sizes and switches, from the options and the device."""
+
+    small: bool  # the small configuration: CPU, or --fast / LABS_FAST=1
+    learns: bool  # the small configuration that still learns something (real digits)
+    image_size: int
+    max_steps: int | None
+    batch_size: int
+    epochs: int
+    optimizer: str
+    lr: float
+    small_inputs: bool
+    bf16: bool
+    channels_last: bool
+
+
+def _plan(args: argparse.Namespace, cuda: bool) -> _Plan:
+    small = args.fast or not cuda
+    learns = small and args.data == "mnist"
+    image_size = args.image_size or (CPU_IMAGE_SIZE if not cuda or learns else 64 if args.data in ("cifar10", "mnist") else 227)
+    optimizer = args.optimizer or ("adamw" if args.data == "mnist" else "sgd")
+    return _Plan(
+        small=small, learns=learns, image_size=image_size,
+        max_steps=args.max_steps if args.max_steps is not None else (CPU_STEPS if small and not learns else None),
+        batch_size=args.batch_size or (MNIST_SMALL_BATCH if learns else CPU_BATCH if small else GPU_BATCH),
+        epochs=args.epochs or (1 if small else GPU_EPOCHS),
+        optimizer=optimizer,
+        lr=args.lr or (MNIST_SMALL_LR if learns else SGD_LR if optimizer == "sgd" else ADAMW_LR),
+        small_inputs=image_size < 100 if args.small_inputs is None else args.small_inputs,
+        bf16=cuda if args.bf16 is None else args.bf16,
+        channels_last=cuda if args.channels_last is None else args.channels_last,
+    )
+
+
+def _load_data(args: argparse.Namespace, plan: _Plan, context: distributed.Context, generator: torch.Generator):
+    """(train data, test data or None, prepare, augment, number of classes) for --data; raises DataError."""
+    device, augment, test_data = context.device, None, None
+    if args.data in ("cifar10", "mnist"):
+        if context.distributed and not context.is_main:
+            torch.distributed.barrier()  # wait while rank 0 downloads (once, not once per process)
+        if args.data == "cifar10":
+            X_train, y_train = load_cifar10(train=True, download=context.is_main)
+            X_test, y_test = load_cifar10(train=False, download=False)
+            if plan.small:
+                X_train, y_train, X_test, y_test = X_train[:2048], y_train[:2048], X_test[:512], y_test[:512]
+            train_data = (X_train.to(device), y_train.to(device))  # (50000, 3, 32, 32) uint8 on the GPU: 150 MB
+            test_data = (X_test.to(device), y_test.to(device))
+            prepare = normalizer(CIFAR_MEAN, CIFAR_STD, plan.image_size)
+            augment = crop_and_flip(max(1, 4 * plan.image_size // 32))  # RandomCrop(32, padding=4), at the model's scale
+        else:  # all 10,000 test digits, in the small configuration too
+            train_data, test_data, prepare = mnist_data(device, plan.image_size, MNIST_SMALL_TRAIN if plan.learns else None,
+                                                        download=context.is_main)
+            augment = None if plan.learns else shift_digits(max(1, 2 * plan.image_size // 28))  # no flips: a mirrored 2 is no 2
+        if context.distributed and context.is_main:
+            torch.distributed.barrier()
+        return train_data, test_data, prepare, augment, 10
+    if args.data == "synthetic":
+        size = min(args.synthetic_size, 256) if plan.small else args.synthetic_size
+        return synthetic_data(size, plan.image_size, 10, device, generator), None, normalizer(IMAGENET_MEAN, IMAGENET_STD), None, 10
+    train_data, test_data, num_classes = imagefolder_loaders(Path(args.data_dir), plan.image_size, plan.batch_size, args.workers, context)
+    return train_data, test_data, normalizer(IMAGENET_MEAN, IMAGENET_STD), None, num_classes
+
+
 def _train(args: argparse.Namespace, context: distributed.Context) -> int:
     device = context.device
     say = print if context.is_main else (lambda *a, **k: None)
     cuda = device.type == "cuda"
-    small = args.fast or not cuda  # the small configuration: CPU, or --fast / LABS_FAST=1
-    learns = small and args.data == "mnist"  # the small configuration that still learns something
-    image_size = args.image_size or (CPU_IMAGE_SIZE if not cuda or learns else 64 if args.data in ("cifar10", "mnist") else 227)
-    max_steps = args.max_steps if args.max_steps is not None else (CPU_STEPS if small and not learns else None)
-    batch_size = args.batch_size or (MNIST_SMALL_BATCH if learns else CPU_BATCH if small else GPU_BATCH)
-    epochs = args.epochs or (1 if small else GPU_EPOCHS)
-    optimizer_name = args.optimizer or ("adamw" if args.data == "mnist" else "sgd")
-    lr = args.lr or (MNIST_SMALL_LR if learns else SGD_LR if optimizer_name == "sgd" else ADAMW_LR)
-    small_inputs = image_size < 100 if args.small_inputs is None else args.small_inputs
-    bf16 = cuda if args.bf16 is None else args.bf16
-    channels_last = cuda if args.channels_last is None else args.channels_last
+    plan = _plan(args, cuda)
     if not cuda:
-        if learns and max_steps is None:
-            what = f"{epochs} epoch(s) over {MNIST_SMALL_TRAIN:,} digits, batch {batch_size}): enough to learn the digits"
+        if plan.learns and plan.max_steps is None:
+            what = f"{plan.epochs} epoch(s) over {MNIST_SMALL_TRAIN:,} digits, batch {plan.batch_size}): enough to learn the digits"
         else:
-            what = f"at most {max_steps} steps, batch {batch_size}) to show that everything runs"
-        say(f"No CUDA GPU in use ({describe(device)}): running a small CPU configuration ({image_size}x{image_size} inputs, {what}. Train for real on a GPU.")
+            what = f"at most {plan.max_steps} steps, batch {plan.batch_size}) to show that everything runs"
+        say(f"No CUDA GPU in use ({describe(device)}): running a small CPU configuration "
+            f"({plan.image_size}x{plan.image_size} inputs, {what}. Train for real on a GPU.")
+    if args.data == "imagefolder" and not args.data_dir:
+        say("error: --data imagefolder needs --data-dir DIR (class folders, or DIR/train and DIR/val)", file=sys.stderr)
+        return 2
 
     generator = seed_everything(args.seed)
     if cuda:
         torch.backends.cudnn.benchmark = True
-    augment, test_data, eval_batch = None, None, 512
     try:
-        if args.data in ("cifar10", "mnist"):
-            if context.distributed and not context.is_main:
-                torch.distributed.barrier()  # wait while rank 0 downloads (once, not once per process)
-            if args.data == "cifar10":
-                X_train, y_train = load_cifar10(train=True, download=context.is_main)
-                X_test, y_test = load_cifar10(train=False, download=False)
-                if small:
-                    X_train, y_train, X_test, y_test = X_train[:2048], y_train[:2048], X_test[:512], y_test[:512]
-                train_data = (X_train.to(device), y_train.to(device))  # (50000, 3, 32, 32) uint8 on the GPU: 150 MB
-                test_data = (X_test.to(device), y_test.to(device))
-                prepare = normalizer(CIFAR_MEAN, CIFAR_STD, image_size)
-                augment = crop_and_flip(max(1, 4 * image_size // 32))  # RandomCrop(32, padding=4), at the model's scale
-            else:  # all 10,000 test digits, in the small configuration too
-                train_data, test_data, prepare = mnist_data(device, image_size, MNIST_SMALL_TRAIN if learns else None, download=context.is_main)
-                augment = None if learns else shift_digits(max(1, 2 * image_size // 28))  # no flips: a mirrored 2 is no 2
-            if context.distributed and context.is_main:
-                torch.distributed.barrier()
-            num_classes = 10
-        elif args.data == "synthetic":
-            num_classes = 10
-            train_data = synthetic_data(min(args.synthetic_size, 256) if small else args.synthetic_size, image_size, num_classes, device, generator)
-            prepare = normalizer(IMAGENET_MEAN, IMAGENET_STD)
-        else:
-            if not args.data_dir:
-                say("error: --data imagefolder needs --data-dir DIR (class folders, or DIR/train and DIR/val)", file=sys.stderr)
-                return 2
-            train_data, test_data, num_classes = imagefolder_loaders(Path(args.data_dir), image_size, batch_size, args.workers, context)
-            prepare = normalizer(IMAGENET_MEAN, IMAGENET_STD)
+        train_data, test_data, prepare, augment, num_classes = _load_data(args, plan, context, generator)
     except DataError as error:
         instead = "or measure speed without data: --data synthetic" if args.data == "mnist" else "or train on real digits: --data mnist"
         say(f"error: {error} ({instead})", file=sys.stderr)
@@ -286,8 +317,8 @@ def _train(args: argparse.Namespace, context: distributed.Context) -> int:
 
     from labs import models  # the exercise module: yours, or the reference with LABS_IMPL=solutions
 
-    dropout = 0.0 if learns else 0.5  # one short epoch has no overfitting to fight, and dropout slows it down (80.5% -> 86%)
-    net = models.AlexNet(num_classes=num_classes, groups=args.groups, dropout=dropout, small_inputs=small_inputs).to(device)
+    dropout = 0.0 if plan.learns else 0.5  # one short epoch has no overfitting to fight, and dropout slows it down (80.5% -> 86%)
+    net = models.AlexNet(num_classes=num_classes, groups=args.groups, dropout=dropout, small_inputs=plan.small_inputs).to(device)
     if args.two_towers:
         if context.distributed or args.groups != 2 or (cuda and torch.cuda.device_count() < 2):
             say("error: --two-towers needs --groups 2, one process (not torchrun) and two GPUs; "
@@ -296,41 +327,45 @@ def _train(args: argparse.Namespace, context: distributed.Context) -> int:
         towers = ("cuda:0", "cuda:1") if cuda else (device, device)
         net = models.TwoTowerAlexNet(net, towers)  # input on the first tower's device, logits back there
         say(f"two towers: {towers[0]} and {towers[1]}")
-    if channels_last:
+    if plan.channels_last:
         net = net.to(memory_format=torch.channels_last)
     net = distributed.wrap(net, context)
-    optimizer = make_optimizer(optimizer_name, net.parameters(), lr, device)
+    optimizer = make_optimizer(plan.optimizer, net.parameters(), plan.lr, device)
     if isinstance(train_data, tuple):
-        steps = training.steps_per_epoch(len(train_data[1]), batch_size, drop_last=True, world_size=context.world_size)
+        steps = training.steps_per_epoch(len(train_data[1]), plan.batch_size, drop_last=True, world_size=context.world_size)
     else:
         steps = len(train_data)
-    steps = min(steps, max_steps) if max_steps is not None else steps
-    scheduler = training.one_cycle(optimizer, lr, epochs, steps)
+    steps = min(steps, plan.max_steps) if plan.max_steps is not None else steps
+    scheduler = training.one_cycle(optimizer, plan.lr, plan.epochs, steps)
 
     say(
-        f"AlexNet ({models.count_parameters(training.unwrap(net)):,} parameters, groups={args.groups}, small_inputs={small_inputs}) "
-        f"on {describe(device)} x {context.world_size} process(es); data {args.data} at {image_size}x{image_size}; "
-        f"{epochs} epoch(s) of {steps} steps, batch {batch_size} per process, {optimizer_name} lr {lr:g}; bf16={bf16}, channels_last={channels_last}, "
-        f"compile={args.compile}" + ("  [fast mode]" if args.fast else "")
+        f"AlexNet ({models.count_parameters(training.unwrap(net)):,} parameters, groups={args.groups}, small_inputs={plan.small_inputs}) "
+        f"on {describe(device)} x {context.world_size} process(es); data {args.data} at {plan.image_size}x{plan.image_size}; "
+        f"{plan.epochs} epoch(s) of {steps} steps, batch {plan.batch_size} per process, {plan.optimizer} lr {plan.lr:g}; "
+        f"bf16={plan.bf16}, channels_last={plan.channels_last}, compile={args.compile}" + ("  [fast mode]" if args.fast else "")
     )
     model = training.compile_model(net, log=say) if args.compile else net
     checkpoint = None if args.checkpoint.lower() == "none" else args.checkpoint
     history = training.fit(
-        model, optimizer, train_data, test_data, epochs, batch_size, generator, scheduler, prepare, augment,
-        bf16, channels_last, drop_last=True, max_steps=max_steps, eval_batch_size=eval_batch, checkpoint=checkpoint,
+        model, optimizer, train_data, test_data, plan.epochs, plan.batch_size, generator, scheduler, prepare, augment,
+        plan.bf16, plan.channels_last, drop_last=True, max_steps=plan.max_steps, eval_batch_size=512, checkpoint=checkpoint,
         resume=args.resume, extra={"recipe": "alexnet", "args": vars(args)}, progress=args.progress,
     )
+    _report(args, context, net, history, test_data is not None, say)
+    return 0
+
+
+def _report(args: argparse.Namespace, context: distributed.Context, net, history: dict, tested: bool, say) -> None:
     say(f"training throughput: {history['images_per_s'][-1]:,.0f} images/s (last epoch, all processes)")
-    if test_data is not None:
+    if tested:
         say(f"test accuracy: {history['test_acc'][-1]:.2%}")
     if args.save_rank_state:
         path = Path(args.save_rank_state.format(rank=context.rank))
         checkpoints.atomic_save({name: value.cpu() for name, value in training.unwrap(net).state_dict().items()}, path)
-    if context.is_main and test_data is not None:
+    if context.is_main and tested:
         from labs.provided.recipes.lenet import save_curves
 
         save_curves(history, Path(args.out) / "alexnet-curves.png", f"AlexNet on {args.data}")
-    return 0
 
 
 if __name__ == "__main__":
