@@ -93,3 +93,14 @@ def test_notebook_runs_top_to_bottom_on_the_stubs_naming_each_unwritten_exercise
     assert not odd, f"{path.name}: lines about unwritten exercises in an unexpected form: {odd}"
     assert said and NOT_WRITTEN.fullmatch(said[0]) and NOT_WRITTEN.fullmatch(said[0])[1] == FIRST_EXERCISE[path.name[:2]], (
         f"{path.name}: on the stubs, its first line should name exercise {FIRST_EXERCISE[path.name[:2]]}, got {said[:1]}")
+
+
+def test_each_by_hand_exercise_says_its_rule_where_the_notebook_introduces_it():
+    from labs.grader.trusted.by_hand import RULES
+
+    text = " ".join(" ".join(cell.source.split()) for path in NOTEBOOKS for cell in nbformat.read(path, as_version=4).cells
+                    if cell.cell_type == "markdown")
+    for exercise, rule in RULES.items():
+        note = " ".join(rule.allowed_note.split())
+        assert re.search(rf"Written by hand\*\* \(exercises? [0-9. and]*{re.escape(exercise)}", text), f"no notebook says that {exercise} is written by hand"
+        assert note in text, f"the notebooks do not give the rule of exercise {exercise}"
