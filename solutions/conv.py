@@ -525,8 +525,8 @@ def avg_pool2d(x: Tensor, kernel_size: IntOrPair, stride: IntOrPair | None = Non
 
     Written by hand (exercise 2.7; the grader reads your source): F.pad, Tensor.unfold,
     as_strided, F.unfold/F.fold, mean, sum, expand and index_add_ are allowed; the library's
-    pooling in any spelling, its convolutions (a box filter is an average pool) and autograd are
-    not.
+    pooling in any spelling (F.interpolate's area mode among them), its convolutions (a box
+    filter is an average pool) and autograd are not.
     """
     kernel, stride, padding, _ = _check_pool("avg_pool2d", x, kernel_size, stride, padding)
     # from here on kernel, stride and padding are pairs of ints (stride None is the kernel size)

@@ -105,8 +105,8 @@ def softmax(z: Tensor, dim: int = -1) -> Tensor:
 
     Written by hand (exercise 1.4; the grader reads your source): exp, log, amax/max, sum and
     subtraction are allowed; torch.softmax, F.softmax, log_softmax in any spelling (tensor
-    methods, torch.special, nn.Softmax), torch.distributions and logsumexp are not: logsumexp is
-    the stable shift this exercise teaches.
+    methods, torch.special, nn.Softmax), attention (a softmax of scores), torch.distributions,
+    logsumexp and logcumsumexp are not: logsumexp is the stable shift this exercise teaches.
     """
     _check_dim("softmax", z, dim)
     # BEGIN SOLUTION 1.4: Softmax and log-softmax
@@ -249,7 +249,8 @@ def relu(z: Tensor) -> Tensor:
     where, comparisons, exp, expm1, log1p, logaddexp, abs and sign are allowed; the library's
     relu, sigmoid and tanh in any spelling (torch.*, F.*, nn.*, tensor methods,
     torch.special.expit, math.tanh), the activations that reduce to them (threshold, hardtanh,
-    elu, softplus, silu, logsigmoid) and autograd are not.
+    elu, softplus, silu, logsigmoid, glu), softmax (a two-class softmax is a sigmoid) and
+    autograd are not.
     """
     _check_float("relu", z)
     # BEGIN SOLUTION 1.8: Activations and their derivatives

@@ -131,7 +131,10 @@ DISTANCES = (
 ONE_HOT = ("torch.*one_hot*", ".one_hot")
 SOFTMAX = (  # logsumexp too: it is the stable shift that 1.4 teaches, and z - z.logsumexp(...) *is* log_softmax
     "torch.*softmax*", "torch.*Softmax*", "torch.*softmin*", "torch.*Softmin*", "torch.*logsumexp*",
-    "torch.distributions*", ".softmax", ".log_softmax", ".logsumexp",
+    "torch.*logcumsumexp*", "torch.distributions*", ".softmax", ".log_softmax", ".logsumexp", ".logcumsumexp",
+    # attention is a softmax over its scores: with identity keys and values it is softmax itself
+    "torch.*scaled_dot_product_attention*", "torch.*multi_head_attention*", "torch.*MultiheadAttention*",
+    "torch.nn.attention*", "torch.*flex_attention*",
 )
 CROSS_ENTROPY = (  # kl_div against a one-hot target is the cross-entropy too
     "torch.*cross_entropy*", "torch.*CrossEntropy*", "torch.*nll_loss*", "torch.*NLLLoss*", "torch.*kl_div*",
@@ -141,7 +144,7 @@ ACTIVATIONS = (  # relu, sigmoid and tanh, and the activations that give one of 
     "torch.*relu*", "torch.*ReLU*", "torch.*sigmoid*", "torch.*Sigmoid*", "torch.*tanh*", "torch.*Tanh*",
     "torch.*threshold*", "torch.*Threshold*", "torch.nn.functional.*elu*", "torch.nn.*ELU*", "torch.*expit*",
     "torch.*softplus*", "torch.*Softplus*", "torch.*silu*", "torch.*SiLU*", "torch.nn.modules.activation*",
-    "math.tanh", "cmath.tanh", "numpy.*",
+    "math.tanh", "cmath.tanh", "numpy.*", "torch.*glu*", "torch.*GLU*",  # glu(stack([1, z])) is sigmoid(z)
     ".relu", ".relu_", ".*sigmoid*", ".*tanh*", ".threshold*", ".*elu", ".*elu_", ".softplus", ".expit", ".silu",
 )
 AUTOGRAD = (  # gradients computed by autograd rather than by the chain rule; autograd.Function itself is allowed
@@ -160,7 +163,8 @@ CONVOLUTION = (  # the library's convolutions, their gradients (torch.nn.grad) a
     "torch.ao.*", "torch.nn.quantized*", "torch.nn.intrinsic*", "torch.nn.qat*", "numpy.*convolve*", "numpy.*correlate*",
     "scipy.signal*", "scipy.ndimage*",
 )
-POOLING = ("torch.*pool*", "torch.*Pool*", "scipy.ndimage*")
+POOLING = ("torch.*pool*", "torch.*Pool*", "scipy.ndimage*",
+           "torch.*interpolate*", "torch.*Upsample*", ".interpolate")  # interpolate(mode="area") is an average pool
 LOCAL_RESPONSE_NORM = (
     "torch.*local_response_norm*", "torch.*LocalResponseNorm*", "torch.*CrossMapLRN*", "labs.provided.fast_lrn*",
 )
@@ -199,8 +203,9 @@ RULES: dict[str, Rule] = {
               "allowed; F.one_hot is not."),
         _rule("1.4", "mlp", ["softmax", "log_softmax"], [SOFTMAX],
               "exp, log, amax/max, sum and subtraction are allowed; torch.softmax, F.softmax, log_softmax in any "
-              "spelling (tensor methods, torch.special, nn.Softmax), torch.distributions and logsumexp are not: "
-              "logsumexp is the stable shift this exercise teaches."),
+              "spelling (tensor methods, torch.special, nn.Softmax), attention (a softmax of scores), "
+              "torch.distributions, logsumexp and logcumsumexp are not: logsumexp is the stable shift this "
+              "exercise teaches."),
         _rule("1.5", "mlp", ["cross_entropy"], [SOFTMAX, CROSS_ENTROPY],
               "Your own log_softmax, advanced indexing, gather, F.one_hot and mean are allowed; the softmax family, "
               "logsumexp, F.cross_entropy, F.nll_loss, F.kl_div and the nn loss modules are not."),
@@ -212,11 +217,12 @@ RULES: dict[str, Rule] = {
               "Your own softmax, torch.diag, torch.diag_embed, torch.outer and torch.eye are allowed; the softmax "
               "family and autograd (torch.autograd.functional.jacobian, torch.func.jacrev/jacfwd) are not.",
               AUTOGRAD_EXEMPT),
-        _rule("1.8", "mlp", ["relu", "relu_grad", "sigmoid", "sigmoid_grad", "tanh", "tanh_grad"], [ACTIVATIONS, AUTOGRAD],
+        _rule("1.8", "mlp", ["relu", "relu_grad", "sigmoid", "sigmoid_grad", "tanh", "tanh_grad"], [ACTIVATIONS, SOFTMAX, AUTOGRAD],
               "clamp, clamp_min, maximum, where, comparisons, exp, expm1, log1p, logaddexp, abs and sign are allowed; "
               "the library's relu, sigmoid and tanh in any spelling (torch.*, F.*, nn.*, tensor methods, "
               "torch.special.expit, math.tanh), the activations that reduce to them (threshold, hardtanh, elu, "
-              "softplus, silu, logsigmoid) and autograd are not.", AUTOGRAD_EXEMPT),
+              "softplus, silu, logsigmoid, glu), softmax (a two-class softmax is a sigmoid) and autograd are not.",
+              AUTOGRAD_EXEMPT),
         _rule("1.11", "mlp", ["mlp_backward"], [AUTOGRAD],
               "Matrix products, transposes, sums and your relu_grad are allowed; autograd (.backward, "
               "torch.autograd.*, torch.func, requires_grad=True, .grad_fn) is not.", AUTOGRAD_EXEMPT),
@@ -233,8 +239,8 @@ RULES: dict[str, Rule] = {
               "max_unpool), its convolutions and autograd are not.", AUTOGRAD_EXEMPT),
         _rule("2.7", "conv", ["avg_pool2d", "avg_pool2d_backward"], [POOLING, CONVOLUTION, AUTOGRAD],
               "F.pad, Tensor.unfold, as_strided, F.unfold/F.fold, mean, sum, expand and index_add_ are allowed; the "
-              "library's pooling in any spelling, its convolutions (a box filter is an average pool) and autograd "
-              "are not.", AUTOGRAD_EXEMPT),
+              "library's pooling in any spelling (F.interpolate's area mode among them), its convolutions (a box "
+              "filter is an average pool) and autograd are not.", AUTOGRAD_EXEMPT),
         _rule("4.2", "models", ["channel_window_sum", "LocalResponseNormFunction.forward", "LocalResponseNormFunction.backward"],
               [LOCAL_RESPONSE_NORM, AUTOGRAD],
               "F.pad, slices, sum, cumsum, pow and, for the window sum only, pooling or convolution are allowed, "

@@ -1453,3 +1453,21 @@ def test_each_by_hand_exercise_says_its_rule_in_the_stub_docstring(exercise):
     note = " ".join(rule.allowed_note.split())
     assert f"Written by hand (exercise {exercise}" in docstring, f"{first}'s docstring does not say that {exercise} is written by hand"
     assert note[1:] in docstring, f"{first}'s docstring does not carry the rule of exercise {exercise}: {textwrap.shorten(note, 120)}"
+
+
+OTHER_OPERATIONS_THAT_DO_THE_JOB = [  # found by the end-to-end cheat check: library routines that are the answer in disguise
+    ("1.4", "mlp", "import torch\nimport torch.nn.functional as F\ndef softmax(z, dim=-1):\n    eye = torch.eye(z.shape[dim])\n"
+     "    return F.scaled_dot_product_attention(z.unsqueeze(-2), eye, eye, scale=1.0).squeeze(-2)\n", 5),
+    ("1.4", "mlp", "import torch\ndef log_softmax(z, dim=-1):\n    return z - torch.logcumsumexp(z, dim).narrow(dim, z.shape[dim] - 1, 1)\n", 3),
+    ("1.8", "mlp", "import torch\nimport torch.nn.functional as F\ndef sigmoid(z):\n    return F.glu(torch.stack([torch.ones_like(z), z]), dim=0)[0]\n", 4),
+    ("1.8", "mlp", "import torch\ndef sigmoid(z):\n    return torch.softmax(torch.stack([torch.zeros_like(z), z]), 0)[1]\n", 3),
+    ("2.7", "conv", "import torch.nn.functional as F\ndef avg_pool2d(x, kernel_size, stride=None, padding=0):\n"
+     "    return F.interpolate(x, scale_factor=1 / kernel_size, mode='area')\n", 3),
+]
+
+
+@pytest.mark.parametrize("exercise, module, source, line", OTHER_OPERATIONS_THAT_DO_THE_JOB,
+                         ids=["attention-softmax", "logcumsumexp", "glu-sigmoid", "softmax-sigmoid", "interpolate-area"])
+def test_a_library_routine_that_is_the_answer_in_disguise_is_flagged(exercise, module, source, line):
+    flags = check_source(source, f"labs/{module}.py", module)[exercise]
+    assert any(flag.line == line for flag in flags), [flag.message() for flag in flags]
