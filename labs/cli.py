@@ -34,6 +34,9 @@ def _declare_grade(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="PATH", help="also write Gradescope's results.json to PATH")
     parser.add_argument("--verbose", action="store_true", help="show every failing test, not only the first")
     parser.add_argument("--shards", type=int, default=None, help="test processes sharing the exercises (default: 2 with 2+ CPUs)")
+    parser.add_argument("--check-sandbox", action="store_true",
+                        help="grade nothing: print, layer by layer, what a worker on this machine gets; exit 1 if a layer "
+                        "the machine supports did not apply (run it once on a new grading machine)")
     _grading_limits(parser, "seconds for the whole submission")
 
 
@@ -62,6 +65,10 @@ def _grade(args: argparse.Namespace) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    if args.check_sandbox:
+        from labs.grader.trusted.sandbox_check import main as check_sandbox
+
+        return check_sandbox()
 
     return run_grader(args.exercises, submission=args.submission, json_path=args.json, timeout=args.timeout,
                       verbose=args.verbose, time_budget=args.time_budget, extra_tests=args.extra_tests, shards=args.shards)
@@ -76,6 +83,27 @@ def _declare_grade_class(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-unpacked-mb", type=float, default=20.0,
                         help="what one student's archives may expand to, in MiB (default: 20)")
     _grading_limits(parser, "seconds per submission")
+    parser.add_argument("--only", nargs="+", metavar="ID",
+                        help="regrade only these students (a folder under OUT/students/, or an ID of grades.csv), graded "
+                        "before or not; grades.csv and the report still cover the whole class")
+    parser.add_argument("--overrides", metavar="FILE",
+                        help="points given by hand: a CSV file with the header student,exercise,points,reason (exercise: an "
+                        "id such as 1.4, or total); later runs keep them, a file of only its header drops them")
+    parser.add_argument("--shard", metavar="K/N",
+                        help="grade only the K-th of N shares of the class (1/4 ... 4/4; in a Slurm job array "
+                        "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT) and write no gradebook: run again without --shard to assemble")
+    parser.add_argument("--no-similarity", dest="similarity", action="store_false",
+                        help="do not write similarity.md (pairs of submissions that share code beyond the starter)")
+    parser.add_argument("--due", metavar="DATETIME",
+                        help="the due date, ISO 8601: 2026-12-15T23:59 (add +01:00 or Z for a timezone; none removes it); later runs keep it")
+    parser.add_argument("--extensions", metavar="FILE", help="a CSV file of extensions: student ID, new due date")
+    parser.add_argument("--late-policy", metavar="POLICY",
+                        help="none (the default: only the Late column), zero, or 10%%/day[,max=50%%][,grace=15min]")
+    parser.add_argument("--timezone", metavar="TZ", help="the course's timezone for times written without one, e.g. Europe/Paris (default: UTC)")
+    parser.add_argument("--assignment-name", metavar="NAME",
+                        help="also write gradebook-canvas.csv for this Canvas assignment, named as Canvas's export names it: 'Lab 2 (123456)'")
+    parser.add_argument("--lms-points", type=float, metavar="P",
+                        help="the assignment's points in Canvas or Moodle; scores are scaled to them (default: the grader's total)")
 
 
 def _grade_class(args: argparse.Namespace) -> int:
@@ -88,7 +116,10 @@ def _grade_class(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
     return run_grade_class(args.submissions, args.out, args.jobs, args.exercises, args.timeout, args.time_budget,
-                           args.extra_tests, args.force, args.max_unpacked_mb)
+                           args.extra_tests, args.force, args.max_unpacked_mb, only=args.only, overrides=args.overrides,
+                           shard=args.shard, similarity=args.similarity, due=args.due, extensions=args.extensions,
+                           late_policy=args.late_policy, timezone=args.timezone, assignment_name=args.assignment_name,
+                           lms_points=args.lms_points)
 
 
 def _declare_gradescope_package(parser: argparse.ArgumentParser) -> None:
@@ -141,6 +172,17 @@ def _release(args: argparse.Namespace) -> int:
         print(f"kept the replaced files, as they were, in {backup.relative_to(REPO_ROOT)}/")
     print("stubs are up to date" if not changed else f"{len(changed)} file(s) regenerated")
     return 0
+
+
+def _declare_handout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", metavar="DIR", required=True,
+                        help="where to write the students' copy (a new or empty folder, or an earlier hand-out: its .git is kept)")
+
+
+def _handout(args: argparse.Namespace) -> int:
+    from labs.instructor.handout import run_handout
+
+    return run_handout(args.out)
 
 
 # ---------------------------------------------------------------- training and data
@@ -196,6 +238,8 @@ COMMANDS = [
             "Rerun the same command to resume an interrupted run."),
     Command("gradescope-package", "build the Gradescope autograder zip (instructors)", _declare_gradescope_package, _gradescope_package),
     Command("release", "regenerate the stubs in labs/ from solutions/ (instructors)", _declare_release, _release),
+    Command("handout", "build the students' repository: no solutions/, course checks or instructors' tools (instructors)",
+            _declare_handout, _handout),
     Command("train", "train a model headless", _declare_train, _train, passes_rest=True),
     Command("download", "fetch a dataset into the data folder", _declare_download, _download),
 ]

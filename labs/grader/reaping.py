@@ -1,16 +1,27 @@
-"""Ending every process that grading started, however it tried to escape.
+"""Ending every process that grading started, however it tried to escape, and removing what it wrote.
 
 The trusted side, the zygote and class grading each end what they started the same way: kill
 the process group, then the process, then every orphan that was reparented to us (a Linux
 "child subreaper" adopts descendants that double-fork out of their group).
+
+Scratch folders (`labs-scratch-*` in the temporary folder, one per zygote, a subfolder per
+worker) go on every way a run ends: the zygote removes a worker's folder when it ends that
+worker and all of them when it stops (also when the trusted side was killed: its control
+socket closes). When the zygote itself was killed, its folder is marked with who owned it
+(`claim_scratch_root`), and `sweep_scratch` at the next start removes every folder whose owner
+has ended. A worker with a mount namespace writes into a tmpfs of its own, which is freed with
+it: what it wrote never reaches the disk.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,7 +33,6 @@ def _libc():
     import ctypes
 
     return ctypes.CDLL(None, use_errno=True)
-
 
 
 def become_subreaper() -> bool:
@@ -99,3 +109,91 @@ def end_process(process: subprocess.Popen) -> None:
     """`kill_process`, then reap it."""
     kill_process(process)
     process.wait()
+
+
+# ---------------------------------------------------------------- scratch folders
+
+SCRATCH_PREFIX = "labs-scratch-"
+_OWNER = ".owner"  # in a scratch root: "pid start-time boot-id" of the zygote that uses it
+
+
+def _identity(pid: int) -> str | None:
+    """Names one process, also after its pid is reused or the machine restarted."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text()
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+    after_name = fields[fields.rfind(")") + 2 :].split()  # from field 3, the state
+    if after_name[0] in ("Z", "X"):  # a zombie has ended: only its exit status is left
+        return None
+    return f"{pid} {after_name[19]} {boot}"  # field 22, the start time
+
+
+def claim_scratch_root(root: Path) -> None:
+    """Mark `root` as this process's, so that a sweep removes it once this process is gone."""
+    identity = _identity(os.getpid())
+    if identity is None:
+        return
+    partial = root / f"{_OWNER}.{os.getpid()}"
+    partial.write_text(identity)
+    os.replace(partial, root / _OWNER)
+
+
+def _owner_alive(root: Path) -> bool:
+    try:
+        claimed = (root / _OWNER).read_text().split()
+        return _identity(int(claimed[0])) == " ".join(claimed)
+    except (OSError, ValueError, IndexError):
+        return True  # unmarked: its zygote has started no worker yet, so nothing was written there
+
+
+def sweep_scratch(folder: Path | None = None, keep: Path | None = None) -> list[Path]:
+    """Remove the scratch roots in `folder` (default: the temporary folder) whose owner has ended.
+
+    Only this user's folders, never through a symbolic link; returns what it removed.
+    """
+    folder = Path(folder) if folder is not None else Path(tempfile.gettempdir())
+    removed = []
+    for entry in sorted(folder.glob(f"{SCRATCH_PREFIX}*")):
+        try:
+            info = entry.lstat()
+        except OSError:
+            continue
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or entry == keep or _owner_alive(entry):
+            continue
+        remove_tree(entry)
+        removed.append(entry)
+    return removed
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a folder that a worker wrote, also where it took away its own permissions (chmod 000)."""
+    for folder, dirs, _ in os.walk(path):
+        for name in dirs:
+            child = os.path.join(folder, name)
+            try:
+                if stat.S_ISDIR(os.lstat(child).st_mode):  # never a link's target
+                    os.chmod(child, 0o700)
+            except OSError:
+                pass
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def scratch_use(folder: Path, most_entries: int) -> tuple[int, int]:
+    """(bytes on disk, entries) under `folder`; counting stops past `most_entries`."""
+    used, entries, pending = 0, 0, [str(folder)]
+    while pending:
+        try:
+            with os.scandir(pending.pop()) as listing:
+                for entry in listing:
+                    entries += 1
+                    info = entry.stat(follow_symlinks=False)
+                    used += info.st_blocks * 512
+                    if stat.S_ISDIR(info.st_mode):
+                        pending.append(entry.path)
+                    if entries > most_entries:
+                        return used, entries
+        except OSError:
+            continue
+    return used, entries

@@ -25,6 +25,7 @@ there. What cannot be graded raises `SubmissionProblem`, with the reason in plai
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import shutil
@@ -34,6 +35,8 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import yaml
 
 from labs import EXERCISE_MODULES
 
@@ -46,7 +49,7 @@ SKIPPED_DIRS = {"__MACOSX", "__pycache__", ".ipynb_checkpoints", "node_modules"}
 
 MOODLE_FOLDER = re.compile(r"^(?P<name>.+?)_(?P<id>[^_]+)_assignsubmission_[a-z]+_?$")
 MOODLE_FILE = re.compile(r"^(?P<name>.+?)_(?P<id>[^_]+)_assignsubmission_[a-z]+_(?P<file>.+)$")
-CANVAS_FILE = re.compile(r"^(?P<name>[^_]+)(?:_LATE)?_(?P<id>\d+)_\d+_(?P<file>.+)$")
+CANVAS_FILE = re.compile(r"^(?P<name>[^_]+)(?P<late>_LATE)?_(?P<id>\d+)_\d+_(?P<file>.+)$")
 CANVAS_RESUBMISSION = re.compile(r"-\d+(?=\.[A-Za-z0-9]+$)")  # Canvas renames a second basics.py to basics-1.py
 GRADESCOPE_METADATA = "submission_metadata.yml"
 
@@ -73,6 +76,11 @@ class Submission:
     label: str  # the name it had in SUBMISSIONS, for the report
     people: list[Person]
     sources: list[tuple[Path, str]] = field(default_factory=list)  # (path, its name as submitted)
+    platform: str = ""  # "moodle", "canvas" or "gradescope" when the names say so: its gradebook file can be written
+    marked_late: bool = False  # Canvas named a file of it `..._LATE_...`: submitted after the due date
+    submitted_at: datetime.datetime | None = None  # Gradescope's submission time
+    due_at: datetime.datetime | None = None  # the assignment's due date, where the export gives it (Gradescope)
+    late_due_at: datetime.datetime | None = None
 
 
 @dataclass
@@ -129,7 +137,7 @@ def _plain(root: Path) -> tuple[list[Submission], list[str]]:
             moodle = MOODLE_FOLDER.match(stem)
             if moodle:  # Moodle names a folder after the student and the plugin: merge file_ and onlinetext_
                 person = Person(moodle["id"], moodle["name"])
-                group = found.setdefault(f"moodle:{person.id}", Submission(person.id, path.name, [person]))
+                group = found.setdefault(f"moodle:{person.id}", Submission(person.id, path.name, [person], platform="moodle"))
             else:
                 group = found.setdefault(f"name:{stem}", Submission(stem, path.name, [Person(stem, stem)]))
             group.sources.append((path, path.name))
@@ -137,9 +145,12 @@ def _plain(root: Path) -> tuple[list[Submission], list[str]]:
         loose = MOODLE_FILE.match(path.name) or CANVAS_FILE.match(path.name)
         if loose and path.is_file():
             person = Person(loose["id"], loose["name"])
-            group = found.setdefault(f"loose:{person.id}", Submission(person.id, f"{loose['name']}_{person.id}_*", [person]))
+            platform = "moodle" if loose.re is MOODLE_FILE else "canvas"
+            group = found.setdefault(f"loose:{person.id}", Submission(person.id, f"{loose['name']}_{person.id}_*", [person],
+                                                                      platform=platform))
             name = loose["file"] if loose.re is MOODLE_FILE else CANVAS_RESUBMISSION.sub("", loose["file"])
             group.sources.append((path, name))
+            group.marked_late = group.marked_late or (loose.re is CANVAS_FILE and bool(loose["late"]))
             continue
         ignored.append(path.name)
     return list(found.values()), ignored
@@ -147,7 +158,7 @@ def _plain(root: Path) -> tuple[list[Submission], list[str]]:
 
 def _gradescope(root: Path) -> tuple[list[Submission], list[str]]:
     """Gradescope's export: a folder per submission, its students in submission_metadata.yml."""
-    people = read_gradescope_metadata(root / GRADESCOPE_METADATA)
+    entries = read_gradescope_submissions(root / GRADESCOPE_METADATA)
     submissions, ignored = [], []
     for path in _visible(root):
         if path.name == GRADESCOPE_METADATA:
@@ -155,58 +166,134 @@ def _gradescope(root: Path) -> tuple[list[Submission], list[str]]:
         if not path.is_dir() or path.is_symlink():
             ignored.append(path.name)
             continue
-        members = people.get(path.name) or [Person(path.name, path.name)]
-        submissions.append(Submission(members[0].id, path.name, members, [(path, path.name)]))
+        entry = entries.get(path.name) or GradescopeSubmission(path.name, [])
+        members = entry.people or [Person(path.name, path.name)]
+        submissions.append(Submission(members[0].id, path.name, members, [(path, path.name)], platform="gradescope",
+                                      submitted_at=entry.created_at,
+                                      due_at=entry.due_date, late_due_at=entry.late_due_date))
     return submissions, ignored
 
 
-def read_gradescope_metadata(path: Path) -> dict[str, list[Person]]:
-    """{submission folder: its students} from Gradescope's submission_metadata.yml, without a YAML library.
+@dataclass
+class GradescopeSubmission:
+    """One entry of Gradescope's submission_metadata.yml: its students and its times (None where not given)."""
 
-    The file maps each folder to Ruby-style keys, one submitter a list item:
+    folder: str  # submission_N, the folder that holds the files
+    people: list[Person]
+    created_at: datetime.datetime | None = None  # when it was submitted
+    due_date: datetime.datetime | None = None  # the assignment's due date, where the export gives it
+    late_due_date: datetime.datetime | None = None  # the late-submission deadline, where the export gives it
+
+
+class _MetadataLoader(yaml.SafeLoader):
+    """YAML as Gradescope's Ruby writes it, read safely (no object is ever built from a tag).
+
+    Every scalar stays a string but timestamps and nulls: a student ID `0123` is not the octal
+    number 83, nor `1e5` a float. Ruby's tags (`!ruby/object:BigDecimal 18:0.1e2` for a score,
+    `!ruby/hash:...`) are read as the plain value they tag.
+    """
+
+
+_MetadataLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:null")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _untagged(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> object:
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node, deep=True)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    return loader.construct_scalar(node)
+
+
+_MetadataLoader.add_multi_constructor("!", _untagged)
+_MetadataLoader.add_multi_constructor("tag:yaml.org,2002:ruby", _untagged)
+
+
+def read_gradescope_submissions(path: Path) -> dict[str, GradescopeSubmission]:
+    """{submission folder: its entry} from Gradescope's submission_metadata.yml.
+
+    The file maps each folder to Ruby-style keys (symbols, written with a leading colon), one
+    submitter a list item:
 
         submission_123:
           :submitters:
           - :name: Ada Lovelace
             :sid: '1815'
             :email: ada@example.org
+          :created_at: 2024-01-01 10:00:00.123456000 -07:00
 
-    A student's ID is the `:sid:` when given, else the e-mail address, else the name.
+    A student's ID is the `:sid:` when given, else the e-mail address, else the name. The due
+    dates are read from the entry or its `:assignment:` where the export has them.
+
+    Raises:
+        SubmissionProblem: the file is not YAML, or not a mapping of folders.
     """
-    found: dict[str, list[dict[str, str]]] = {}
-    current: list[dict[str, str]] | None = None
-    in_submitters = False
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8", errors="replace"), Loader=_MetadataLoader)  # noqa: S506 (a safe loader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise SubmissionProblem(f"{path.name} is not the YAML that Gradescope exports{where}: "
+                                f"{getattr(error, 'problem', None) or error}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SubmissionProblem(f"{path.name} should map each submission folder to its students")
+    found = {}
+    for folder, entry in _symbols(data).items():
+        if not isinstance(entry, dict):
             continue
-        top = re.match(r"^(\S[^:]*):\s*$", line)
-        if top:
-            current, in_submitters = found.setdefault(top[1].strip("'\""), []), False
-            continue
-        if current is None:
-            continue
-        key = re.match(r"^(\s*)(-\s+)?:?(\w+):\s*(.*)$", line)
-        if not key:
-            continue
-        indent, item, name, value = len(key[1]), key[2], key[3], key[4].strip().strip("'\"")
-        if name == "submitters":
-            in_submitters, submitters_indent = True, indent
-            continue
-        if in_submitters and not item and indent <= submitters_indent and name not in {"name", "sid", "email"}:
-            in_submitters = False  # the next key of the submission: the list of submitters is over
-        if in_submitters and name in {"name", "sid", "email"}:
-            if item or not current:
-                current.append({})
-            current[-1][name] = value
-    people = {}
-    for folder, submitters in found.items():
+        submitters = entry.get("submitters") if isinstance(entry.get("submitters"), list) else []
         members = []
         for s in submitters:
-            sid, email, name = s.get("sid", ""), s.get("email", ""), s.get("name", "")
-            members.append(Person(sid or email or name or folder, name or sid or email, sis_id=sid, login=email))
-        if members:
-            people[folder] = members
-    return people
+            if not isinstance(s, dict):
+                continue
+            sid, email, name = (_text(s.get(k)) for k in ("sid", "email", "name"))
+            members.append(Person(sid or email or name or str(folder), name or sid or email, sis_id=sid, login=email))
+        assignment = entry.get("assignment") if isinstance(entry.get("assignment"), dict) else {}
+        found[str(folder)] = GradescopeSubmission(
+            str(folder), members, _time(entry.get("created_at")),
+            _time(entry.get("due_date", assignment.get("due_date"))),
+            _time(entry.get("late_due_date", assignment.get("late_due_date"))),
+        )
+    return found
+
+
+def read_gradescope_metadata(path: Path) -> dict[str, list[Person]]:
+    """{submission folder: its students} from Gradescope's submission_metadata.yml (read_gradescope_submissions)."""
+    return {folder: entry.people for folder, entry in read_gradescope_submissions(path).items() if entry.people}
+
+
+def _symbols(value: object) -> object:
+    """Ruby's symbol keys (`:name`) as plain keys (`name`), at every depth."""
+    if isinstance(value, dict):
+        return {(k[1:] if isinstance(k, str) and k.startswith(":") else k): _symbols(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_symbols(v) for v in value]
+    return value
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def _time(value: object) -> datetime.datetime | None:
+    """A timestamp as YAML read it, or as text in ISO 8601 (`2024-01-01 10:00:00 -07:00` too); None otherwise."""
+    if isinstance(value, datetime.datetime):
+        return value
+    if isinstance(value, datetime.date):
+        return datetime.datetime(value.year, value.month, value.day)
+    if isinstance(value, str) and value.strip():
+        text = re.sub(r"\s+([-+]\d\d:?\d\d|Z)$", r"\1", value.strip())  # "10:00:00 -07:00" -> "10:00:00-07:00"
+        text = re.sub(r"(\.\d{6})\d+", r"\1", text)  # Ruby's nanoseconds: Python reads microseconds
+        try:
+            return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return None
 
 
 def _safe_key(text: str) -> str:

@@ -117,6 +117,7 @@ class _Recorder:
         self.file = open(path, "a", encoding="utf-8")
         self.only = set(open(only, encoding="utf-8").read().split("\n")) - {""} if only else None
         self.results: dict[str, dict] = {}
+        self.confinement_written = False
 
     def _write(self, **event) -> None:
         self.file.write(json.dumps(event) + "\n")
@@ -164,6 +165,9 @@ class _Recorder:
 
     def pytest_runtest_logfinish(self, nodeid: str) -> None:
         workers = self.config.pluginmanager.get_plugin("grading-workers")
+        if workers is not None and workers.manager.confinement and not self.confinement_written:
+            self._write(event="confinement", applied=workers.manager.confinement)  # the first worker's own record
+            self.confinement_written = True
         printed = workers.manager.take_output() if workers is not None else ""
         if printed:
             entry = self.results.setdefault(nodeid, {"outcome": "failed", "message": "no result", "output": ""})

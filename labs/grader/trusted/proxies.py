@@ -68,6 +68,7 @@ class Zygote:
     """A process that imported torch once and forks a confined worker on request."""
 
     def __init__(self, base: Path, repo: Path, forbidden: list[Path], limits: confinement.Limits, log: Path) -> None:
+        reaping.sweep_scratch()  # the roots of earlier runs that were killed before they could remove them
         self.scratch_root = Path(tempfile.mkdtemp(prefix="labs-scratch-"))
         os.chmod(self.scratch_root, 0o711)
         ours, theirs = socket.socketpair()
@@ -77,6 +78,7 @@ class Zygote:
             "readable": [str(p) for p in [base, *confinement.readable_roots(forbidden + [self.scratch_root])]],
             "limits": limits.__dict__,
             "uid": confinement.sandbox_uid(),
+            "scratch_root": str(self.scratch_root),  # marked with its owner at once, so a later run can sweep it
         }
         env = {k: v for k, v in os.environ.items() if k in {"PATH", "LANG", "LC_ALL", "OMP_NUM_THREADS", "MKL_NUM_THREADS"}}
         env["PYTHONDONTWRITEBYTECODE"] = "1"
@@ -116,13 +118,15 @@ class Zygote:
             os.close(write_fd)
         return ours, int(reply["pid"]), read_fd
 
-    def end(self, pid: int) -> int | None:
-        """Kill a worker with its whole group and every orphan; its wait status if known."""
+    def end(self, pid: int) -> dict:
+        """Kill a worker with its whole group and every orphan: {"status": its wait status or None,
+        "why": what the zygote saw, e.g. a scratch folder over its quota}."""
         try:
-            return self._ask({"op": "end", "pid": pid})["status"]
+            reply = self._ask({"op": "end", "pid": pid})
+            return reply if isinstance(reply, dict) else {"status": None}
         except ChannelClosed:
             reaping.kill_group(pid)
-            return None
+            return {"status": None}
 
     def shutdown(self) -> None:
         try:
@@ -187,9 +191,10 @@ class Connection:
     def end(self, why: str) -> None:
         if self.ended is None:
             self.ended = why
-            status = self.zygote.end(self.pid)
+            reply = self.zygote.end(self.pid)
             if why == "crashed":
-                self.ended = f"crashed the worker process that runs your code ({_status_text(status)})"
+                seen = str(reply.get("why") or "")[:300] or _status_text(reply.get("status"))
+                self.ended = f"crashed the worker process that runs your code ({seen})"
             self.sock.close()
 
     def _lost(self, why: str) -> WorkerLost:
@@ -478,6 +483,7 @@ class WorkerManager:
         self.exercise: str | None = None
         self.modules: dict[str, RemoteModule] = {}
         self.broken: dict[str, str] = {}  # modules whose import crashed or hung the worker, and how
+        self.confinement: dict = {}  # what the last worker applied, in its own words, before student code ran
         # Started now: it imports torch while pytest collects the tests, instead of at the first test.
         # A zygote handed in (labs.check keeps one warm across runs) is used as it is and left running.
         self.keep_zygote = zygote is not None and zygote.alive()
@@ -485,6 +491,15 @@ class WorkerManager:
 
     def module(self, name: str) -> RemoteModule:
         return self.modules.setdefault(name, RemoteModule(self, name))
+
+    def _confinement(self) -> dict:
+        """What confinement the new worker applied (confinement.Confinement.as_data()), or {} if it cannot say."""
+        try:
+            result, decoder = self.current.request({"op": "confinement"}, Encoder(self.current.name_object))
+            value = decoder.decode(result)
+        except (WorkerLost, ChannelError, Exception):  # noqa: BLE001 - a worker that cannot answer is judged by its tests
+            return {}
+        return value if isinstance(value, dict) else {}
 
     def begin_test(self, exercise: str | None) -> None:
         _IN_PLACE_CLAIMS.clear()
@@ -501,6 +516,9 @@ class WorkerManager:
                 self.zygote = Zygote(self.base, self.repo, self.forbidden, self.limits, self.log)
                 sock, pid, output_fd = self.zygote.spawn()
             self.current = Connection(self.zygote, sock, pid, output_fd)
+            self.current.limit, self.current.deadline = self.timeout, time.monotonic() + self.timeout
+            # the worker's own record of its confinement, asked before any student code has run in it
+            self.confinement = self._confinement()
         self.current.limit = self.timeout
         self.current.deadline = time.monotonic() + self.timeout
         self.current.reset()

@@ -86,6 +86,7 @@ class ExerciseResult:
 class GradeReport:
     source: str
     exercises: list[ExerciseResult]
+    confinement: dict = field(default_factory=dict)  # what the workers applied, as the first one reported it
 
     @property
     def score(self) -> float:
@@ -100,7 +101,7 @@ class GradeReport:
 
     def table(self, verbose: bool = False) -> str:
         """One row per exercise (id, title, points earned of possible), then its first failure in full."""
-        lines = [f"Grading {self.source}", f"({confinement.describe()})", "",
+        lines = [f"Grading {self.source}", f"({describe_applied(self.confinement)})", "",
                  f"  {'id':<5} {'exercise':<44} {'points':>9}"]
         for result in self.exercises:
             points = f"{_fmt(result.earned)}/{_fmt(result.possible)}"
@@ -135,6 +136,35 @@ class GradeReport:
             "visibility": "visible",
             "tests": tests,
         }
+
+
+def describe_applied(applied: dict) -> str:
+    """One line on the confinement the workers applied (their own record); what the machine offers if none came."""
+    if not applied:
+        return confinement.describe()
+    parts = ["own process group", "resource limits"]
+    if applied.get("uid") not in (None, 0) and "user" not in applied.get("namespaces", []):
+        parts.append(f"unprivileged user {applied['uid']}")
+    if applied.get("namespaces"):
+        parts.append("own " + ", ".join(str(n) for n in applied["namespaces"]) + " namespaces")
+    if applied.get("view"):
+        parts.append("a read-only view without the checkout")
+    capabilities = applied.get("capabilities") or {}
+    if capabilities and not any(capabilities.values()):
+        parts.append("no capabilities")
+    if applied.get("seccomp"):
+        parts.append("seccomp")
+    landlock = applied.get("landlock") or {}
+    if landlock.get("abi"):
+        parts.append(f"Landlock v{landlock['abi']}")
+    quota = (applied.get("scratch") or {}).get("quota_bytes")
+    if quota:
+        parts.append(f"scratch quota {quota // 2**20} MiB")
+    missing = applied.get("missing") or {}
+    text = "the code ran in confined worker processes: " + ", ".join(parts)
+    if missing:
+        text += "; missing on this machine: " + ", ".join(f"{layer} ({why})" for layer, why in list(missing.items())[:6])
+    return printable(text)
 
 
 def _fmt(points: float) -> str:

@@ -36,7 +36,7 @@ import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from labs import EXERCISE_MODULES, REPO_ROOT
@@ -216,6 +216,7 @@ class _Run:
     timeout: float
     deadline: float  # time.monotonic() when the budget ends
     time_budget: float
+    confinement: dict = field(default_factory=dict)  # what a worker applied, in its own words
 
 
 def _run_pytest(run: _Run, paths: list[str], marker_expr: str, only: list[str] | None, attempt: str) -> tuple[list[dict], str]:
@@ -324,7 +325,9 @@ def grade(source: str | Path | None = None, exercises: list[str] | None = None, 
         shutil.rmtree(trusted, ignore_errors=True)
         shutil.rmtree(code_root, ignore_errors=True)
     label = "labs/ (your code)" if source.resolve() == (REPO_ROOT / "labs").resolve() else str(source)
-    return _report(label, catalog, wanted, modules, flags, collected, results)
+    report = _report(label, catalog, wanted, modules, flags, collected, results)
+    report.confinement = run.confinement
+    return report
 
 
 def _run_shards(run: _Run, paths: list[str], groups: list[list[Exercise]], first_shard: int = 0) -> tuple[list[dict], dict[str, dict]]:
@@ -406,6 +409,8 @@ def _run_until_done(run: _Run, paths: list[str], marker_expr: str, shard: int) -
         for event in events:
             if event["event"] == "result":
                 results[event["nodeid"]] = event
+            elif event["event"] == "confinement" and isinstance(event.get("applied"), dict) and not run.confinement:
+                run.confinement.update(event["applied"])
         if any(e["event"] == "finished" for e in events):
             break
         if ending == "out of time":
@@ -436,11 +441,13 @@ def run_grader(exercises: list[str], submission: str | None, json_path: str | No
         report = grade(submission, exercises or None, timeout, time_budget, extra_tests, shards)
     except GradingError as error:
         reaping.kill_children()
+        reaping.sweep_scratch()
         print(f"could not grade: {error}", file=sys.stderr)
         if json_path:
             write_json_atomically(Path(json_path), not_graded_results(str(error), error.instructor))
         return EXIT_NOT_GRADED
     reaping.kill_children()
+    reaping.sweep_scratch()  # what a zygote killed at the budget or as hung could not remove itself
     print(report.table(verbose=verbose))
     if json_path:
         write_json_atomically(Path(json_path), report.gradescope())

@@ -159,3 +159,215 @@ def reference_calls(module=None) -> dict:
 def reset_reference_calls(module=None) -> None:
     for name in references.CALLS:
         references.CALLS[name] = 0
+
+
+# ---------------------------------------------------------------- the sandbox, tried from inside
+
+
+def _attempt(action) -> str:
+    """ "refused (<error>)" when `action()` raises, else "ALLOWED" and what it returned."""
+    try:
+        result = action()
+    except BaseException as error:  # noqa: BLE001 - every refusal is an answer
+        return f"refused ({type(error).__name__}: {error})"[:300]
+    return f"ALLOWED ({result})"[:300]
+
+
+def _libc():
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _checked(result: int, what: str) -> int:
+    import ctypes
+    import os
+
+    if result < 0:
+        number = ctypes.get_errno()
+        raise OSError(number, f"{what}: {os.strerror(number)}")
+    return result
+
+
+def _read(path: str) -> str:
+    with open(path, "rb") as file:
+        return f"read {len(file.read(4096))} bytes"
+
+
+def _write_outside(path: str) -> str:
+    with open(path, "wb") as file:
+        file.write(b"labs sandbox probe")
+    import os
+
+    os.unlink(path)
+    return "wrote and removed it"
+
+
+def _send(family: int, kind: int, protocol: int, address, datagram: bool) -> str:
+    import socket
+
+    with socket.socket(family, kind, protocol) as sock:
+        sock.settimeout(2)
+        if datagram:
+            sock.sendto(b"labs sandbox probe", address)
+            return "sent a datagram"
+        sock.connect(address)
+        sock.sendall(b"labs sandbox probe")
+        return "connected and sent"
+
+
+def _new_socket(family: int, kind: int) -> str:
+    import socket
+
+    socket.socket(family, kind).close()  # created only: never connected anywhere
+    return "created one"
+
+
+def _sysv(name: str) -> str:
+    libc = _libc()
+    create, remove = {"shm": (lambda: libc.shmget(0, 4096, 0o1600), lambda i: libc.shmctl(i, 0, None)),  # IPC_PRIVATE, IPC_CREAT|0600; IPC_RMID
+                      "msg": (lambda: libc.msgget(0, 0o1600), lambda i: libc.msgctl(i, 0, None)),
+                      "sem": (lambda: libc.semget(0, 1, 0o1600), lambda i: libc.semctl(i, 0, 0))}[name]
+    number = _checked(create(), f"{name}get")
+    remove(number)
+    return f"created segment {number} (and removed it)"
+
+
+def _posix_shm() -> str:
+    from multiprocessing import shared_memory
+
+    memory = shared_memory.SharedMemory(create=True, size=4096)
+    memory.close()
+    memory.unlink()
+    return f"created /dev/shm{memory._name} (and removed it)"
+
+
+def _message_queue() -> str:
+    import ctypes
+    import os
+
+    libc = _libc()
+    if not hasattr(libc, "mq_open"):
+        libc = ctypes.CDLL("librt.so.1", use_errno=True)
+    libc.mq_open.restype = ctypes.c_int
+    name = f"/labs-probe-{os.getpid()}".encode()
+    queue = _checked(libc.mq_open(name, os.O_CREAT | os.O_RDWR, 0o600, None), "mq_open")
+    libc.mq_close(queue)
+    libc.mq_unlink(name)
+    return "opened a message queue (and removed it)"
+
+
+def _run_program(path: str) -> str:
+    import subprocess
+
+    return f"exit code {subprocess.run([path], capture_output=True, timeout=10).returncode}"
+
+
+def sandbox_probe(targets: dict) -> dict:
+    """Try from inside the worker what its sandbox should refuse; report what it actually got.
+
+    `targets` (from the sandbox check on the trusted side, all optional): "read" (files), "list"
+    (folders), "write" (paths outside the scratch folder), "udp_port" and "tcp_port" (listening on
+    127.0.0.1), "unix_socket" (a listening socket's path), "abstract_socket" (a name), "signal"
+    (pids, sent signal 0: it asks and harms nothing), "run" (a program). Returns {"tries": {what:
+    "refused (...)" | "ALLOWED (...)"}, "status": /proc/self/status's uid, capability, no_new_privs
+    and seccomp lines, "namespaces": {name: inode of /proc/self/ns/<name>}, "interfaces" (network), "cwd"}.
+    """
+    import os
+    import socket
+
+    tries = {}
+    for path in targets.get("read", []):
+        tries[f"read {path}"] = _attempt(lambda: _read(path))
+    for path in targets.get("list", []):
+        tries[f"list {path}"] = _attempt(lambda: f"{len(os.listdir(path))} entries")
+    for path in targets.get("write", []):
+        tries[f"write {path}"] = _attempt(lambda: _write_outside(path))
+    mptcp = getattr(socket, "IPPROTO_MPTCP", 262)
+    if "udp_port" in targets:
+        port = int(targets["udp_port"])
+        tries["UDP to 127.0.0.1"] = _attempt(lambda: _send(socket.AF_INET, socket.SOCK_DGRAM, 0, ("127.0.0.1", port), True))
+        tries["UDP to ::1"] = _attempt(lambda: _send(socket.AF_INET6, socket.SOCK_DGRAM, 0, ("::1", port), True))
+    if "tcp_port" in targets:
+        port = int(targets["tcp_port"])
+        tries["TCP to 127.0.0.1"] = _attempt(lambda: _send(socket.AF_INET, socket.SOCK_STREAM, 0, ("127.0.0.1", port), False))
+        tries["MPTCP to 127.0.0.1"] = _attempt(lambda: _send(socket.AF_INET, socket.SOCK_STREAM, mptcp, ("127.0.0.1", port), False))
+    if "unix_socket" in targets:
+        path = targets["unix_socket"]
+        tries[f"unix socket {path}"] = _attempt(lambda: _send(socket.AF_UNIX, socket.SOCK_STREAM, 0, path, False))
+    if "abstract_socket" in targets:
+        name = "\0" + targets["abstract_socket"]
+        tries["abstract unix socket"] = _attempt(lambda: _send(socket.AF_UNIX, socket.SOCK_STREAM, 0, name, False))
+    for label, family, kind in (("AF_NETLINK", 16, socket.SOCK_RAW), ("AF_PACKET", 17, socket.SOCK_RAW), ("AF_VSOCK", 40, socket.SOCK_STREAM)):
+        tries[f"new {label} socket"] = _attempt(lambda: _new_socket(family, kind))
+    for name in ("shm", "msg", "sem"):
+        tries[f"SysV {name}get"] = _attempt(lambda: _sysv(name))
+    tries["POSIX shm_open"] = _attempt(_posix_shm)
+    tries["POSIX mq_open"] = _attempt(_message_queue)
+    for pid in targets.get("signal", []):
+        tries[f"signal {pid}"] = _attempt(lambda: os.kill(int(pid), 0) or "it exists")
+    for path in targets.get("run", []):
+        tries[f"run {path}"] = _attempt(lambda: _run_program(path))
+    wanted = ("Uid", "Gid", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp", "Seccomp_filters")
+    status = {}
+    for line in open("/proc/self/status").read().splitlines():
+        key, _, value = line.partition(":")
+        if key in wanted:
+            status[key] = value.strip()
+    namespaces = {}
+    for name in ("ipc", "net", "mnt", "user", "pid", "uts", "cgroup"):
+        try:
+            namespaces[name] = os.stat(f"/proc/self/ns/{name}").st_ino
+        except OSError:
+            pass
+    try:  # the network interfaces it sees: only "lo" in a network namespace of its own
+        interfaces = [line.split(":")[0].strip() for line in open("/proc/self/net/dev").read().splitlines()[2:]]
+    except OSError as error:
+        interfaces = [f"unreadable ({error})"]
+    return {"tries": tries, "status": status, "namespaces": namespaces, "interfaces": interfaces, "cwd": os.getcwd()}
+
+
+def fill_scratch(total_bytes: int, file_bytes: int = 48 * 2**20, keep: bool = False) -> dict:
+    """Write `total_bytes` into the worker's scratch folder (its working folder), `file_bytes` a file.
+
+    Returns {"written": bytes written, "error": what stopped it, or ""}. The files are removed
+    afterwards unless `keep` (to see that they are removed when the worker ends).
+    """
+    import os
+
+    chunk = b"\0" * 2**20
+    written, error, paths = 0, "", []
+    try:
+        while written < total_bytes:
+            path = f"labs-fill-{len(paths)}.bin"
+            paths.append(path)
+            with open(path, "wb") as file:
+                for _ in range(max(1, min(file_bytes, total_bytes - written) // len(chunk))):
+                    file.write(chunk)
+                    written += len(chunk)
+                file.flush()
+                os.fsync(file.fileno())
+    except OSError as failure:
+        error = f"{type(failure).__name__}: {failure}"
+    if not keep:
+        for path in paths:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+    return {"written": written, "error": error}
+
+
+def sysv_shm(key: int, create: bool) -> str:
+    """Create (or only look up) the SysV shared memory segment `key`: "created", "found", or the error.
+
+    A created segment is left in place: whether another worker sees it is the point.
+    """
+    import ctypes
+    import os
+
+    libc = _libc()
+    number = libc.shmget(ctypes.c_int(key), 4096, 0o1600 if create else 0)  # IPC_CREAT|0600, or look up only
+    if number < 0:
+        return f"refused ({os.strerror(ctypes.get_errno())})"
+    return "created" if create else "found"

@@ -9,6 +9,10 @@ runs them and sends back data:
     {"op": "getattr" | "setattr" | "delattr", "target", "name", ["value"]}
     {"op": "call", "target", "args", "kwargs", "ambient"}  -> the result, and the arguments it changed
     {"op": "reset"}                                          default torch state, for the next test
+    {"op": "confinement"}                                    what confinement.confine applied (Confinement.as_data())
+
+Ask for the confinement right after the worker starts, before the first "import": it is the
+worker's own record, and student code could rewrite it once it runs.
 
 `ambient` carries the grader's grad mode, default dtype and default device (`torch.no_grad()`,
 `torch.device("meta")` around a call), so a test reads the same either way.
@@ -17,7 +21,10 @@ While a request runs, the worker may call the grader back (a reference function,
 and the grader may call the worker again: both sides answer requests while they wait.
 
 A zygote (`zygote_main`) imports torch once and forks one fresh worker per exercise, which
-confines itself (confinement.py) before it imports a line of student code.
+confines itself (confinement.py) before it imports a line of student code. The zygote removes
+each worker's scratch folder when it ends it, and watches those folders meanwhile: a worker
+whose folder is a plain folder (no mount namespace for a tmpfs of its own) is killed when it
+writes more than its quota.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import select
 import socket
 import sys
 import traceback
@@ -52,8 +60,9 @@ DEFAULT_THREADS = 1
 class Worker:
     """Serves requests on `sock` until the grader closes it."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, confinement: dict | None = None) -> None:
         self.sock = sock
+        self.confinement = confinement or {}
         self.objects: dict[int, Any] = {}
         self.ids: dict[int, int] = {}  # id(object) -> reference number
 
@@ -68,7 +77,10 @@ class Worker:
             number = len(self.objects) + 1
             self.objects[number], self.ids[id(value)] = value, number
         kind = type(value)
-        return {"ref": number, "type": kind.__qualname__[:100], "callable": callable(value), "class": isinstance(value, type)}
+        module = getattr(kind, "__module__", "") or ""
+        name = kind.__qualname__ if module in ("builtins", "") else f"{module}.{kind.__qualname__}"
+        return {"ref": number, "type": name[:100], "text": _short_repr(value), "callable": callable(value),
+                "class": isinstance(value, type)}
 
     def resolve(self, tree: dict) -> Any:
         if "ref" in tree:
@@ -108,6 +120,8 @@ class Worker:
         if op == "reset":
             reset_torch_state()
             return None
+        if op == "confinement":
+            return encoder.encode(self.confinement)
         target = decoder.decode(request["target"])
         if op == "getattr":
             return encoder.encode(getattr(target, request["name"]))
@@ -143,6 +157,16 @@ class Worker:
             if "error" in reply:
                 raise exception_from_data(reply["error"])
             return decoder.decode(reply["result"])
+
+
+def _short_repr(value: Any) -> str:
+    """How the object prints, for the grader's messages ("dtype('float32')"); never more than a line."""
+    try:
+        text = repr(value)
+    except BaseException:  # noqa: BLE001 - a __repr__ that raises is the student's: name the type instead
+        text = f"<{type(value).__qualname__}>"
+    text = " ".join(str(text).split())
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 class _Callback:
@@ -222,8 +246,9 @@ def zygote_main(control_fd: int, settings_json: str) -> None:
     """Fork one confined worker per request on the control socket; end them all on shutdown.
 
     Requests (one JSON line each, with file descriptors attached): "spawn" with the worker's
-    channel and output pipe -> {"pid"}; "end" with a pid -> {"status"} after killing its group
-    and every orphan; "shutdown".
+    channel and output pipe -> {"pid"}; "end" with a pid -> {"status", and "why" when the zygote
+    killed it itself} after killing its group and every orphan; "shutdown". When the control
+    socket closes (the trusted side ended, even by SIGKILL) it ends everything as on "shutdown".
     """
     settings = json.loads(settings_json)
     for name in PRELOAD:  # imported once here, so that every worker starts at once
@@ -235,32 +260,103 @@ def zygote_main(control_fd: int, settings_json: str) -> None:
     reaping.become_subreaper()
     control = socket.socket(fileno=control_fd)
     statuses: dict[int, int] = {}
-    while True:
-        try:
-            message, fds, _, _ = socket.recv_fds(control, 4096, 2)
-        except OSError:
-            message = b""
-        if not message:
-            break
-        request = json.loads(message.decode())
-        if request["op"] == "spawn":
-            pid = os.fork()
-            if pid == 0:
-                control.close()
-                _worker_main(fds[0], fds[1], settings, request["scratch"])
-            for fd in fds:
-                os.close(fd)
-            control.sendall(json.dumps({"pid": pid}).encode() + b"\n")
-        elif request["op"] == "end":
-            pid = int(request["pid"])
-            reaping.kill_group(pid)
-            reaping.kill_children()
-            statuses.update(reaping.reap())
-            control.sendall(json.dumps({"status": statuses.pop(pid, None)}).encode() + b"\n")
-        elif request["op"] == "shutdown":
-            break
-    reaping.kill_children()
+    scratch = _ScratchFolders(confinement.Limits(**settings["limits"]))
+    if settings.get("scratch_root"):  # marked at once, not at the first spawn, when the trusted side says where it is
+        scratch.first_of(Path(settings["scratch_root"]))
+    try:
+        while True:
+            if not select.select([control], [], [], scratch.interval())[0]:
+                scratch.watch()
+                continue
+            try:
+                message, fds, _, _ = socket.recv_fds(control, 4096, 2)
+            except OSError:
+                message = b""
+            if not message:
+                break
+            request = json.loads(message.decode())
+            if request["op"] == "spawn":
+                folder = Path(request["scratch"])
+                scratch.first_of(folder.parent)
+                pid = os.fork()
+                if pid == 0:
+                    control.close()
+                    _worker_main(fds[0], fds[1], settings, request["scratch"])
+                for fd in fds:
+                    os.close(fd)
+                scratch.add(pid, folder)
+                control.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+            elif request["op"] == "end":
+                pid = int(request["pid"])
+                reaping.kill_group(pid)
+                reaping.kill_children()
+                statuses.update(reaping.reap())
+                reply = {"status": statuses.pop(pid, None), **scratch.end(pid)}
+                control.sendall(json.dumps(reply).encode() + b"\n")
+            elif request["op"] == "shutdown":
+                break
+    finally:
+        reaping.kill_children()
+        scratch.remove_all()
     os._exit(0)
+
+
+class _ScratchFolders:
+    """The workers' scratch folders: removed when a worker ends, watched while it runs.
+
+    A worker with a mount namespace writes into a tmpfs of its own, sized to the quota: seen from
+    here its folder stays empty and the watch costs nothing. Without one, the folder is the
+    disk's, and a worker that writes past `Limits.scratch_bytes` or `scratch_files` is killed.
+    """
+
+    WATCH_SECONDS = 0.5
+
+    def __init__(self, limits: confinement.Limits) -> None:
+        self.limits = limits
+        self.folders: dict[int, Path] = {}
+        self.why: dict[int, str] = {}
+        self.root: Path | None = None
+
+    def first_of(self, root: Path) -> None:
+        """On the first spawn: mark our root, and remove those that killed zygotes left."""
+        if self.root is not None or not root.name.startswith(reaping.SCRATCH_PREFIX):
+            return
+        self.root = root
+        try:
+            reaping.claim_scratch_root(root)
+            reaping.sweep_scratch(root.parent, keep=root)
+        except OSError:
+            pass
+
+    def add(self, pid: int, folder: Path) -> None:
+        self.folders[pid] = folder
+
+    def interval(self) -> float | None:
+        return self.WATCH_SECONDS if self.folders else None
+
+    def watch(self) -> None:
+        for pid, folder in list(self.folders.items()):
+            if pid in self.why:
+                continue
+            used, entries = reaping.scratch_use(folder, self.limits.scratch_files)
+            if used > self.limits.scratch_bytes or entries > self.limits.scratch_files:
+                self.why[pid] = (f"wrote more than its scratch folder may hold ({self.limits.scratch_bytes // 2**20} MiB, "
+                                 f"{self.limits.scratch_files:,} files)")
+                reaping.kill_group(pid)
+
+    def end(self, pid: int) -> dict:
+        folder = self.folders.pop(pid, None)
+        if folder is not None:
+            reaping.remove_tree(folder)
+        why = self.why.pop(pid, None)
+        return {"why": why} if why else {}
+
+    def remove_all(self) -> None:
+        for folder in self.folders.values():
+            reaping.remove_tree(folder)
+        self.folders.clear()
+        if self.root is not None:
+            reaping.remove_tree(self.root)
 
 
 def _worker_main(channel_fd: int, output_fd: int, settings: dict, scratch: str) -> None:
@@ -282,7 +378,8 @@ def _worker_main(channel_fd: int, output_fd: int, settings: dict, scratch: str) 
             if key not in {"PATH", "LANG", "LC_ALL", "TERM", "OMP_NUM_THREADS", "MKL_NUM_THREADS"}:
                 del os.environ[key]
         os.environ.update(HOME=scratch, TMPDIR=scratch, MPLBACKEND="Agg", LABS_FAST="1")
-        confinement.confine(
+        sys.dont_write_bytecode = True  # the code folder is read-only to it (the zygote ran with -I, which ignores the variable)
+        applied = confinement.confine(
             scratch_path,
             [Path(p) for p in settings["readable"]],
             confinement.Limits(**settings["limits"]),
@@ -293,7 +390,7 @@ def _worker_main(channel_fd: int, output_fd: int, settings: dict, scratch: str) 
         reset_torch_state()
         sys.stdout = open(1, "w", buffering=1, closefd=False)
         sys.stderr = open(2, "w", buffering=1, closefd=False)
-        Worker(socket.socket(fileno=channel_fd)).serve()
+        Worker(socket.socket(fileno=channel_fd), applied.as_data()).serve()
     except BaseException:  # noqa: BLE001 - report and end; the grader sees the channel close
         try:
             traceback.print_exc()
