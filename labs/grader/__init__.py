@@ -32,12 +32,27 @@ mistake in one exercise costs that exercise only.
   submission. Its code runs in worker processes, a fresh one per exercise, and only data comes
   back over one channel (tensors and plain values, no pickle: it cannot make the grader run
   code). What a worker returns is a claim, compared with what the tests compute themselves.
-- Before importing the submission a worker confines itself (confinement.py): its own process
-  group and session; limits on CPU time, memory, file size, processes and open files; an
-  unprivileged user id when the grader runs as root (as on Gradescope); and, on Linux 5.13+,
-  Landlock, which lets it read only the Python installation and system folders, write only its
-  own scratch folder, open no TCP connection and (Linux 6.12+) signal no process outside its
-  sandbox. Every process it starts is killed when grading ends (reaping.py).
+- A submission is data: its modules are read as regular files, never through a link, and
+  copied into a code folder; a link or a special file is refused, and the feedback says so.
+- Before importing the submission a worker confines itself (confinement.py), deny by default:
+  its own session; limits on CPU time, memory, file size, processes and open files; its own
+  IPC, network and mount namespaces (directly as root, through a user namespace otherwise), so
+  no SysV IPC or loopback is shared with anyone; a read-only view of the filesystem that holds
+  the Python installation, a few system files and its scratch folder, never the checkout, the
+  solutions or the tests, whatever sys.path or the install mode holds; an unprivileged user id
+  when the grader runs as root, with no capability left; seccomp, so no new socket of any
+  family, no IPC, no ptrace; Landlock (Linux 5.13+) on top; and a tmpfs scratch folder with a
+  quota, removed however the run ends. Every process it starts is killed when grading ends
+  (reaping.py). `python -m labs grade --check-sandbox` tries each layer from inside a real
+  worker; where the kernel or a container refuses one, the header and results.json say which.
+- Nothing crosses the channel by name but the probes and stand-ins listed in channel.py, and
+  only from the grader to the worker: the grader never runs its own copy of anything as the
+  student's answer. A worker's in-place changes to arguments come back as a claim; the tests'
+  own tensors are never rewritten.
+- Hidden tests run after every public result is recorded, in test processes and workers of
+  their own, so nothing a hidden test hands the student's code reaches what the student sees.
+- Text from a submission is inert wherever it lands: control characters are dropped from what
+  reaches a terminal (text.py), markdown, HTML and CSV are escaped where they are written.
 - What a worker cannot be stopped from doing: wasting its own time budget. Tests that check
   *how* a result was computed at run time (no Python loop over positions) observe the worker
   and are only as strong as it; the static check (trusted/by_hand.py) reads the submission's
