@@ -84,6 +84,8 @@ OPAQUE_TORCH = (  # besides any private name (a segment starting with "_"): ways
     "torch.ops", "torch.ops.*", "torch.library", "torch.library.*", "torch.classes", "torch.classes.*",
     "torch.utils.cpp_extension", "torch.utils.cpp_extension.*", "torch.hub", "torch.hub.*", "torch.load",
     "torch.jit.load", "torch.package", "torch.package.*", "torch.serialization", "torch.serialization.*",
+    # compiled code: its Python loops are hidden from the run-time count of torch calls
+    "torch.jit", "torch.jit.*", "torch.compile", "torch._dynamo*", "torch.fx", "torch.fx.*",
 )
 OPAQUE_STANDARD = (  # string-to-object lookups in modules a submission may import
     "typing.get_type_hints", "typing.ForwardRef", "typing_extensions.get_type_hints", "string.Formatter",
@@ -332,7 +334,28 @@ def _compiled(patterns: tuple[str, ...]) -> re.Pattern | None:
 
 def _matches(patterns: tuple[str, ...], name: str) -> bool:
     regex = _compiled(patterns)
+    return bool(regex and any(regex.match(candidate) for candidate in _spellings(name)))
+
+
+def _exempt(patterns: tuple[str, ...], name: str) -> bool:
+    """An exemption holds for the name as torch finally resolves it (torch.autograd.function.torch.autograd.grad
+    is torch.autograd.grad, which no exemption covers)."""
+    regex = _compiled(patterns)
     return bool(regex and regex.match(name))
+
+
+def _spellings(dotted: str) -> list[str]:
+    """`dotted`, and torch reached again through a submodule's own names: "torch.nn.functional.torch.autograd.grad"
+    is also "torch.autograd.grad", "torch.autograd.function.Tensor.backward" also "torch.Tensor.backward"."""
+    parts = dotted.split(".")
+    found = [dotted]
+    if parts[0] == "torch":
+        for i in range(1, len(parts)):
+            if parts[i] == "torch":
+                found.append(".".join(parts[i:]))
+            elif parts[i] in ("Tensor", "functional", "autograd", "func") and parts[i - 1] != "torch":
+                found.append(".".join(["torch", *parts[i:]]))
+    return found
 
 
 def _prefixes(dotted: str) -> Iterable[str]:
@@ -1137,8 +1160,11 @@ class _UnitReader(ast.NodeVisitor):
         value = node.value
         if value is not None:
             for target in targets:
+                # a module bound in a class body or on an instance hides what is later called on it
+                hidden = self.unit.kind == "class" or isinstance(target, ast.Attribute) or any(
+                    scope.kind == "class" for scope in self.scopes)
                 for _, paired in _pairs(target, value):
-                    if _is_chain(paired):
+                    if _is_chain(paired) and not hidden:
                         self.alias_values.add(id(paired))
                 if isinstance(target, ast.Attribute) and target.attr == "requires_grad" and not _is_false(value):
                     self._event("attr", "requires_grad=True", target)
@@ -1351,7 +1377,7 @@ class _World:
                 if why in _ALWAYS or (why is not None and name != event.name):
                     return f"{verb} {shown}", why
             if any(_matches(dotted_forbidden, p) for p in _prefixes(name)) and not any(
-                _matches(exempt, p) for p in _prefixes(name)
+                _exempt(exempt, p) for p in _prefixes(_spellings(name)[-1])
             ):
                 return f"{verb} {shown}", WHY_FORBIDDEN
         if lost and _matches(leaves, event.name.rsplit(".", 1)[-1]):

@@ -1471,3 +1471,26 @@ OTHER_OPERATIONS_THAT_DO_THE_JOB = [  # found by the end-to-end cheat check: lib
 def test_a_library_routine_that_is_the_answer_in_disguise_is_flagged(exercise, module, source, line):
     flags = check_source(source, f"labs/{module}.py", module)[exercise]
     assert any(flag.line == line for flag in flags), [flag.message() for flag in flags]
+
+
+RED_TEAM_CHEATS = [  # a dishonest-student review found these ways past an earlier reading; each must stay flagged
+    ("2.4", "conv", "import torch\nclass _K:\n    f = torch.nn.functional\n"
+     "def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):\n    return _K.f.conv2d(x, w, b, stride, padding, dilation, groups)\n"),
+    ("2.4", "conv", "import torch\nclass _K:\n    def __init__(self):\n        self.f = torch.nn.functional\n_k = _K()\n"
+     "def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):\n    return _k.f.conv2d(x, w, b, stride, padding, dilation, groups)\n"),
+    ("1.7", "mlp", "import torch\ndef softmax_jacobian(z):\n"
+     "    return torch.nn.functional.torch.autograd.functional.jacobian(lambda v: v.exp() / v.exp().sum(), z)\n"),
+    ("2.5", "conv", "import torch\ndef conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1):\n"
+     "    return torch.autograd.function.torch.autograd.grad(x.sum(), (x, w), dout)\n"),
+    ("1.4", "mlp", "import torch\ndef softmax(z, dim=-1):\n"
+     "    return torch.nn.functional.torch.distributions.Categorical(logits=z).probs\n"),
+    ("2.4", "conv", "import torch\n@torch.jit.script\ndef _loop(x, w):\n    return x\n"
+     "def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):\n    return _loop(x, w)\n"),
+]
+
+
+@pytest.mark.parametrize("exercise, module, source", RED_TEAM_CHEATS,
+                         ids=["class-attribute-module", "instance-attribute-module", "torch-through-a-submodule",
+                              "exempt-prefix-re-export", "distributions-through-a-submodule", "jit-script-loop"])
+def test_what_a_red_team_found_stays_flagged(exercise, module, source):
+    assert check_source(source, f"labs/{module}.py", module)[exercise], f"exercise {exercise} not flagged:\n{source}"
