@@ -1,18 +1,28 @@
-"""Text from a submission, made inert for the terminal it is printed on.
+"""Text from a submission, made inert for the terminal or the file it is shown in.
 
 A student's exception message, printed output or file name reaches the instructor's terminal
 (the grade table, grade-class's progress), Gradescope's page and the feedback files. Escape
-sequences in it could redraw a terminal or hide lines, so every such text goes through
-`printable` before it is shown; markdown, HTML and CSV have their own escaping where they are
-written (labs/instructor/).
+sequences in it could redraw a terminal or hide lines, and bidirectional marks could reorder
+what is read, so every such text goes through `printable` before it is shown; markdown, HTML
+and CSV have their own escaping on top, where they are written (labs/instructor/).
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
+# whole escape sequences (CSI, OSC, two-character ESC codes, 8-bit CSI), not only their first byte
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]?|\x9b[0-?]*[ -/]*[@-~]")
 
-def printable(text: str) -> str:
-    """`text` without control characters (ANSI escapes, carriage returns, backspaces, C1 codes);
-    newlines and tabs are kept, and the rest of an escape sequence stays as harmless text."""
-    return "".join(c for c in str(text) if c in "\n\t" or not unicodedata.category(c).startswith("C"))
+
+def printable(text: object, newlines: bool = True) -> str:
+    """`text` without escape sequences or control and format characters.
+
+    `\\r\\n` and a lone `\\r` become `\\n` (a carriage return would overwrite the line before it);
+    newlines and tabs are kept, or with `newlines=False` every run of them becomes a space (a
+    progress line, a table cell).
+    """
+    text = _ANSI.sub("", str(text)).replace("\r\n", "\n").replace("\r", "\n")
+    text = "".join(c for c in text if c in "\n\t" or not unicodedata.category(c).startswith("C"))
+    return text if newlines else re.sub(r"[\n\t]+", " ", text)

@@ -64,9 +64,10 @@ from labs import EXERCISE_MODULES, REPO_ROOT
 from labs.grader import reaping
 from labs.grader.catalog import CATALOG_PATH, Exercise, graded_test_files, load_catalog
 from labs.grader.trusted.runner import DEFAULT_TIME_BUDGET, DEFAULT_TIMEOUT, not_graded_results
+from labs.grader.text import printable
 from labs.instructor.class_report import (TOTAL, Override, OverrideError, StudentGrade, code_span, feedback_markdown,
                                           final_points, gradebook_total, match_overrides, md_text, overrides_from_json,
-                                          overrides_to_json, plain, points, possible_points, read_overrides,
+                                          overrides_to_json, points, possible_points, read_overrides,
                                           write_grades_csv, write_report)
 from labs.instructor.late_work import (LatePolicy, Lateness, LateWorkError, apply, late_column, parse_due, read_extensions,
                                       timezone as zone)
@@ -232,7 +233,7 @@ def grade_class(submissions: Path, out: Path, jobs: int | None = None, exercises
         print(f"{len(found)} submission(s) in {submissions}{share}: {len(mine) - len(todo)} graded before, "
               f"{len(todo)} to grade, {jobs} at a time", flush=True)
     for note in notes:
-        print(f"note: {plain(note, newlines=False)}", flush=True)
+        print(f"note: {printable(note, newlines=False)}", flush=True)
 
     env = {k: v for k, v in os.environ.items() if k != "LABS_IMPL"}
     threads = str(max(1, default_jobs() // jobs))
@@ -477,8 +478,8 @@ def _write_lms_files(out: Path, grades: list[StudentGrade], submissions: dict[st
         submission = submissions[grade.key]
         score = gradebook_total(grade, exercises) if grade.results is not None else None
         for person in grade.people:
-            row = GradeRow(plain(person.id, newlines=False), plain(person.name, newlines=False), plain(person.sis_id, newlines=False),
-                           plain(person.login, newlines=False), email=person.login if "@" in person.login else "",
+            row = GradeRow(printable(person.id, newlines=False), printable(person.name, newlines=False), printable(person.sis_id, newlines=False),
+                           printable(person.login, newlines=False), email=person.login if "@" in person.login else "",
                            score=score, max_score=max_total, late=grade.late, feedback=grade.late_note,
                            submitted_at=_aware(submission.submitted_at, tz))
             everyone.append(row)
@@ -523,7 +524,7 @@ def _write_similarity(out: Path, grades: list[StudentGrade], exercises: list[Exe
         code[grade.key] = {m: (folder / f"{m}.py").read_text(encoding="utf-8", errors="replace")
                            for m in modules if (folder / f"{m}.py").is_file()}
     pairs = find_similar(code, _starter(modules))
-    labels = {g.key: ", ".join(plain(p.name, newlines=False) for p in g.people) or g.label for g in grades}
+    labels = {g.key: ", ".join(printable(p.name, newlines=False) for p in g.people) or g.label for g in grades}
     write_similarity_report(out, pairs, labels)
     missing = f"; {gone} submission(s) left out, their work/<id>/ folder deleted" if gone else ""
     return (f"Similar submissions: {len(pairs)} pair(s) of {len(code)} submission(s) reached the threshold, in "
@@ -556,7 +557,7 @@ def _grade_all(run: _Run, todo: list[Submission], jobs: int, grades: dict[str, S
         bar.close()
         graded = sum(1 for s in todo if s.key in grades)
         if isinstance(stop, ClassAbort):
-            print(f"\nstopped: {plain(stop)}\nFix the hidden tests, then run the same command again.", file=sys.stderr)
+            print(f"\nstopped: {printable(stop)}\nFix the hidden tests, then run the same command again.", file=sys.stderr)
             return 2
         print(f"\ninterrupted: {graded} of {len(todo)} graded in this run; run the same command again to grade the rest",
               file=sys.stderr)
@@ -595,7 +596,7 @@ def _one_line(grade: StudentGrade) -> str:
         line = f"{grade.key}: not graded: {'; '.join(grade.notes)}"
     else:
         line = f"{grade.key}: {points(grade.score)} / {points(float(grade.results.get('max_score', 0)))}"
-    return plain(line, newlines=False)
+    return printable(line, newlines=False)
 
 
 def _grade_safely(run: _Run, submission: Submission) -> StudentGrade | None:

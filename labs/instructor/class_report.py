@@ -43,6 +43,7 @@ import numpy as np
 from matplotlib.figure import Figure  # without pyplot: no backend, no window, nothing global
 
 from labs.grader.catalog import Exercise
+from labs.grader.text import printable
 from labs.instructor.lms_export import safe_cell
 from labs.instructor.submissions import Person
 from labs.provided.atomic import write_atomically, write_text_atomically
@@ -58,21 +59,8 @@ TOTAL = "total"  # the `exercise` of an override that sets a submission's total
 # `ESC x`), so that `\x1b[2J` leaves nothing behind; then every other C0/C1 control character
 # (carriage return, backspace, bell, DEL) and the bidirectional overrides that can make a line
 # read as something else ("Trojan Source", Boucher & Anderson 2021).
-_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]?|\x9b[0-?]*[ -/]*[@-~]")
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~])")
 _LINE_START = re.compile(r"^(\s*)([-=>]|\d+(?=[.)]))")
-
-
-def plain(text: object, newlines: bool = True) -> str:
-    """`text` without control characters: what reaches a terminal or a markdown file.
-
-    `\\r\\n` and a lone `\\r` become `\\n` (a carriage return would overwrite the line before it);
-    with `newlines=False` every line break and tab becomes a space (a progress line, a table cell).
-    """
-    text = _ANSI.sub("", str(text)).replace("\r\n", "\n").replace("\r", "\n")
-    text = _CONTROL.sub("", text)
-    return text if newlines else re.sub(r"[\n\t]+", " ", text)
 
 
 def md_text(text: object) -> str:
@@ -82,7 +70,7 @@ def md_text(text: object) -> str:
     viewer that renders raw HTML); markdown's punctuation is backslash-escaped, which CommonMark
     allows before any ASCII punctuation; a list or quote marker at the start is escaped too.
     """
-    text = plain(text, newlines=False)
+    text = printable(text, newlines=False)
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     text = _MD_SPECIAL.sub(r"\\\1", text)
     return _LINE_START.sub(lambda m: m[1] + "\\" + m[2] if not m[2].isdigit() else m[1] + m[2] + "\\", text, count=1)
@@ -90,7 +78,7 @@ def md_text(text: object) -> str:
 
 def code_span(text: object) -> str:
     """`text` as an inline code span (literal in markdown), with a fence of backticks that it cannot close."""
-    text = plain(text, newlines=False).replace("|", "\\|")  # a GFM table splits on | even inside code
+    text = printable(text, newlines=False).replace("|", "\\|")  # a GFM table splits on | even inside code
     fence = "`" * (max((len(r) for r in re.findall(r"`+", text)), default=0) + 1)
     padded = f" {text} " if text.startswith("`") or text.endswith("`") else text  # CommonMark strips one space each side
     return f"{fence}{padded}{fence}"
@@ -98,14 +86,14 @@ def code_span(text: object) -> str:
 
 def _fence(text: str) -> str:
     """`text` in a fenced block whose fence no line of the text can close (tildes; backticks cannot close it)."""
-    text = plain(text)
+    text = printable(text)
     runs = [len(m) for m in re.findall(r"~{3,}", text)]
     fence = "~" * max([3, *[r + 1 for r in runs]])
     return f"{fence}text\n{text}\n{fence}"
 
 
 def _clip_lines(text: str, lines: int = MESSAGE_LINES) -> str:
-    kept = plain(text).strip().splitlines() or [""]
+    kept = printable(text).strip().splitlines() or [""]
     return "\n".join(kept[:lines] + ([f"... ({len(kept) - lines} more lines)"] if len(kept) > lines else []))
 
 
@@ -117,7 +105,7 @@ def _cell(text: str) -> str:
     in a spreadsheet that splits on semicolons too), after the control characters are gone and tabs
     and line breaks have become spaces, so that a row stays one line.
     """
-    return safe_cell(re.sub(r"[\t\n]", " ", plain(text)))
+    return safe_cell(re.sub(r"[\t\n]", " ", printable(text)))
 
 
 @dataclass
@@ -264,7 +252,7 @@ def read_overrides(path: Path) -> list[Override]:
             header = [c.strip().lower() for c in cells]
             if sorted(header) != sorted(OVERRIDE_COLUMNS):
                 raise OverrideError(f"{where}: the header should be `{','.join(OVERRIDE_COLUMNS)}`, "
-                                    f"found `{plain(','.join(cells), newlines=False)}`")
+                                    f"found `{printable(','.join(cells), newlines=False)}`")
             continue
         if len(cells) != len(header):
             raise OverrideError(f"{where}: {len(cells)} cell(s), expected {len(header)} ({','.join(header)}); "
@@ -499,7 +487,7 @@ def write_grades_csv(path: Path, grades: list[StudentGrade], exercises: list[Exe
 
 def failure_kind(message: str) -> str:
     """A message's first line with its numbers blanked, so that the same mistake groups across students."""
-    first = next((line.strip() for line in plain(message).splitlines() if line.strip()), "(no message)")
+    first = next((line.strip() for line in printable(message).splitlines() if line.strip()), "(no message)")
     first = re.sub(r"(?<![A-Za-z_])[-+]?\d+(\.\d+)?([eE][-+]?\d+)?", "#", first)
     return first[:200]
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labs import REPO_ROOT
+from labs.grader.trusted.report import _fmt
 
 SKIP_VARIABLE = "LABS_SKIP_CHECKS"  # set to 1 where check() cells should not grade (the course's own notebook runs)
 START_SECONDS = 300.0  # the first call: Python, pytest, torch and the graded tests, on a slow laptop
@@ -89,10 +90,6 @@ class CheckReport:
             "<th>first failure</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
             f"<p><b>Total: {_fmt(self.score)} / {_fmt(self.max_score)} points</b></p>"
         )
-
-
-def _fmt(points: float) -> str:
-    return f"{points:.0f}" if abs(points - round(points)) < 1e-9 else f"{points:.2f}"
 
 
 # ---------------------------------------------------------------- the kernel's side

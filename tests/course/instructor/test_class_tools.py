@@ -26,9 +26,11 @@ from labs import EXERCISE_MODULES
 from labs.grader.catalog import load_catalog
 from labs.instructor.class_grading import SETTINGS_FILE, _one_line, class_settings, grade_class, parse_shard, share_of_class
 from labs.instructor.class_report import (Override, OverrideError, StudentGrade, _cell, _fence, code_span, feedback_markdown,
-                                          match_overrides, md_text, plain, read_overrides, write_grades_csv, write_report)
+                                          match_overrides, md_text, read_overrides, write_grades_csv, write_report)
+from labs.grader.text import printable
 from labs.instructor.handout import GENERATED, HandoutError, build_handout, students_readme
 from labs.instructor.release import generate
+from tests.course.instructor.test_class_grading import _solutions, _stubs
 from labs.instructor.submissions import (Person, Submission, SubmissionProblem, find_submissions, read_gradescope_metadata,
                                          read_gradescope_submissions)
 from tests.course.fixtures.mutation import REPO_ROOT
@@ -46,19 +48,6 @@ ESCAPE_FILE = "\x1b[2Jnotes.txt"  # not a submission: its name is printed as a n
 # ---------------------------------------------------------------- helpers
 
 
-def _stubs(folder: Path) -> Path:
-    folder.mkdir(parents=True)
-    for path, text in generate()[0].items():  # fresh stubs, whatever the checkout's labs/ holds
-        if path.suffix == ".py" and path.stem in EXERCISE_MODULES:
-            (folder / path.name).write_text(text)
-    return folder
-
-
-def _solutions(folder: Path) -> Path:
-    folder.mkdir(parents=True)
-    for module in EXERCISE_MODULES:
-        (folder / f"{module}.py").write_text((REPO_ROOT / "solutions" / module).with_suffix(".py").read_text())
-    return folder
 
 
 def _evil(folder: Path) -> Path:
@@ -403,9 +392,9 @@ def test_no_line_of_a_message_closes_its_fence():
 
 
 def test_control_characters_never_reach_the_terminal_or_the_markdown():
-    assert plain("\x1b[2J\x1b[1;31mred\x1b[0m\x1b]0;title\x07 ok\rback\x08\x07\x9b2J") == "red ok\nback"
-    assert plain("a\r\nb\tc", newlines=False) == "a b c"
-    assert plain("\u202eevil\u202c name") == "evil name", "a bidirectional override can disguise a name"
+    assert printable("\x1b[2J\x1b[1;31mred\x1b[0m\x1b]0;title\x07 ok\rback\x08\x07\x9b2J") == "red ok\nback"
+    assert printable("a\r\nb\tc", newlines=False) == "a b c"
+    assert printable("\u202eevil\u202c name") == "evil name", "a bidirectional override can disguise a name"
     grade = StudentGrade("k\x1b[2J", "k", [], None, [], problem="\x1b[2Jbad\rzip")
     assert _one_line(grade) == "k: could not be graded: bad zip"
 
