@@ -155,21 +155,31 @@ class StudentGrade:
 
 
 def outcomes(results: dict | None, exercises: list[Exercise]) -> dict[str, ExerciseOutcome]:
-    """Points and first failure per exercise, from the tests of results.json."""
+    """Points and first failure per exercise, from the entries of results.json.
+
+    An entry is an exercise's public tests or its hidden tests (report.py, `gradescope()`); its
+    `extra_data` says which, its first failure and what its failed tests were worth. Entries
+    without it (one per test, as results.json had before) are read as a test each.
+    """
     found = {exercise.id: ExerciseOutcome(exercise.id) for exercise in exercises}
     failed: dict[str, list[tuple[str, str]]] = {}
-    for test in (results or {}).get("tests", []):
-        outcome = found.get(str(test.get("number")))
+    for entry in (results or {}).get("tests", []):
+        outcome = found.get(str(entry.get("number")))
         if outcome is None:
             continue
-        outcome.earned += float(test.get("score", 0.0))
-        outcome.possible += float(test.get("max_score", 0.0))
-        if test.get("status") != "passed":
-            name = test_name(test.get("name", ""))
-            failed.setdefault(outcome.id, []).append((name, str(test.get("output", ""))))
-            if name == HIDDEN_NAME:
-                outcome.hidden_failed += 1
-                outcome.hidden_lost += float(test.get("max_score", 0.0))
+        outcome.earned += float(entry.get("score", 0.0))
+        outcome.possible += float(entry.get("max_score", 0.0))
+        if entry.get("status") == "passed":
+            continue
+        extra = entry.get("extra_data") if isinstance(entry.get("extra_data"), dict) else {}
+        first = extra.get("first_failure") if isinstance(extra.get("first_failure"), dict) else None
+        name = str(first.get("test", "")) if first else test_name(str(entry.get("name", "")))
+        hidden = bool(extra.get("hidden")) if extra else name == HIDDEN_NAME
+        if hidden:
+            name = HIDDEN_NAME
+            outcome.hidden_failed += int(extra.get("failed", 1))
+            outcome.hidden_lost += float(extra.get("failed_points", entry.get("max_score", 0.0)))
+        failed.setdefault(outcome.id, []).append((name, str(first.get("message", "")) if first else str(entry.get("output", ""))))
     for exercise_id, failures in failed.items():
         outcome = found[exercise_id]
         public = [f for f in failures if f[0] != HIDDEN_NAME]
@@ -197,6 +207,13 @@ def final_points(grade: StudentGrade, exercises: list[Exercise]) -> tuple[dict[s
 def gradebook_total(grade: StudentGrade, exercises: list[Exercise]) -> float:
     """The total the gradebook shows: as graded, the overrides applied, then the late policy."""
     return grade.late_total if grade.late_total is not None else final_points(grade, exercises)[1]
+
+
+def _is_hidden(entry: dict) -> bool:
+    """A results.json entry of hidden tests (or, in per-test results, a hidden test)."""
+    extra = entry.get("extra_data")
+    return bool(extra.get("hidden")) if isinstance(extra, dict) and "hidden" in extra else \
+        test_name(str(entry.get("name", ""))) == HIDDEN_NAME
 
 
 def test_name(entry_name: str) -> str:
@@ -380,7 +397,7 @@ def feedback_markdown(grade: StudentGrade, exercises: list[Exercise], graded_at:
     if grade.late_note:
         lines += ["## Late submission", "", md_text(grade.late_note[:1].upper() + grade.late_note[1:]) + ".", ""]
     lines += [f"- {md_text(note)}" for note in grade.notes] + ([""] if grade.notes else [])
-    if any(test_name(t.get("name", "")) == HIDDEN_NAME for t in grade.results.get("tests", [])):
+    if any(_is_hidden(entry) for entry in grade.results.get("tests", [])):
         lines += ["Some tests are hidden: they are graded like the others, and when one fails you see "
                   "only that it failed and what it was worth.", ""]
     overridden = {o.exercise for o in grade.overrides}

@@ -6,7 +6,7 @@ leaves behind everything it finished:
 
     {"event": "collected", "tests": [{"nodeid", "function", "exercise"}...]}
     {"event": "start", "nodeid": ...}
-    {"event": "result", "nodeid", "outcome": "passed"|"failed", "message", "output"}
+    {"event": "result", "nodeid", "outcome": "passed"|"failed", "message", "output", "where", "seconds"}
     {"event": "finished"}
 
 `--grading-only FILE` restricts the run to the node ids listed in FILE (one per line).
@@ -150,6 +150,7 @@ class _Recorder:
         outcome = yield
         report = outcome.get_result()
         entry = self.results.setdefault(item.nodeid, {"outcome": "passed", "message": "", "output": ""})
+        entry["seconds"] = round(entry.get("seconds", 0.0) + report.duration, 4)  # setup, call and teardown
         if report.failed and entry["outcome"] == "passed":
             entry["outcome"] = "failed"
             where = "" if call.when == "call" else f" (during test {call.when})"

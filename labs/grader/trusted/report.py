@@ -26,6 +26,7 @@ class TestResult:
     message: str = "not run"
     output: str = ""
     where: str = ""  # the student's line where their code raised: "labs/mlp.py:115: e = torch.exp(...)"
+    seconds: float = 0.0  # how long the test ran (setup, call and teardown)
 
     @property
     def passed(self) -> bool:
@@ -67,6 +68,10 @@ class ExerciseResult:
     def first_failure(self) -> TestResult | None:
         return next(iter(self.failures), None)
 
+    def part(self, hidden: bool) -> ExerciseResult:
+        """This exercise with only its hidden tests, or only its public ones."""
+        return ExerciseResult(self.exercise, [test for test in self.tests if test.hidden == hidden], self.flags)
+
     def problems(self, verbose: bool = False) -> list[str]:
         """What the student should read first: the by-hand flags, the first public failure (every
         failure if verbose), then how many hidden tests failed and what they were worth."""
@@ -87,6 +92,7 @@ class GradeReport:
     source: str
     exercises: list[ExerciseResult]
     confinement: dict = field(default_factory=dict)  # what the workers applied, as the first one reported it
+    seconds: float = 0.0  # how long grading took, start to end
 
     @property
     def score(self) -> float:
@@ -113,29 +119,86 @@ class GradeReport:
         lines += ["", f"Total: {_fmt(self.score)} / {_fmt(self.max_score)} points ({percent:.0f}%)"]
         return "\n".join(lines)
 
+    def public_part(self) -> GradeReport:
+        """The report without its hidden tests: what a student may see before grades are published."""
+        return GradeReport(self.source, [result.part(hidden=False) for result in self.exercises], self.confinement, self.seconds)
+
     def gradescope(self) -> dict:
-        """Gradescope's results.json: score, max_score and one entry per test."""
-        tests = []
+        """Gradescope's results.json: one entry per exercise, and one more for its hidden tests.
+
+        An exercise's entry carries its public tests' points, its status and its first failure; its
+        hidden tests' entry is shown only when the grades are published (`after_published`), and
+        the output above the entries is the public part's table, so that nothing of the hidden
+        tests shows before then. `extra_data` holds what class grading reads back: the first
+        failure apart from its text, how many tests failed and what they were worth.
+        """
+        entries = []
         for result in self.exercises:
-            flagged = "; ".join(result.flags)
-            for test in result.tests:
-                passed = test.passed and not flagged
-                output = "passed" if passed else (f"no points: {flagged}" if flagged else _describe(test).split(": ", 1)[-1])
-                tests.append({
-                    "name": f"Exercise {result.exercise.id} ({result.exercise.title}): {test.name if test.hidden else test.nodeid.split('::', 1)[-1]}",
-                    "number": result.exercise.id,
-                    "score": round(test.weight if passed else 0.0, 6),
-                    "max_score": round(test.weight, 6),
-                    "status": "passed" if passed else "failed",
-                    "output": printable(output),
-                })
+            for hidden in (False, True):
+                part = result.part(hidden)
+                if part.tests or (not hidden and not result.tests):
+                    entries.append(_gradescope_entry(part, hidden))
+        public = self.public_part()
+        output = public.table()
+        if any(test.hidden for result in self.exercises for test in result.tests):
+            output += ("\n\nHidden tests were graded too: the table above counts only the public tests, and the "
+                       "hidden ones' results show here when the grades are published.")
         return {
             "score": round(self.score, 4),
             "max_score": round(self.max_score, 4),
-            "output": self.table(),
+            "execution_time": round(self.seconds, 3),
+            "output": output,
             "visibility": "visible",
-            "tests": tests,
+            "stdout_visibility": "hidden",
+            "tests": entries,
         }
+
+
+def _gradescope_entry(part: ExerciseResult, hidden: bool) -> dict:
+    """One entry of results.json: an exercise's public tests, or its hidden ones."""
+    exercise = part.exercise
+    failures = part.failures
+    first = failures[0] if failures else None
+    passed = not part.flags and not failures and bool(part.tests)
+    if hidden:
+        count, lost = len(part.tests), sum(test.weight for test in failures)
+        if part.flags:
+            output = "\n".join(part.problems())
+        elif not failures:
+            output = f"{_tests(count, 'hidden')} passed"
+        else:
+            output = (f"{len(failures)} of {count} hidden test{'s' if count != 1 else ''} failed (worth {_fmt(lost)} "
+                      f"point{'s' if lost != 1 else ''}; hidden tests show no details)")
+    elif passed:
+        output = f"{_tests(len(part.tests))} passed"
+    else:
+        output = "\n".join(part.problems()) or "no tests found for this exercise"
+        if len(failures) > 1:
+            output += (f"\n({len(failures) - 1} more test{'s' if len(failures) > 2 else ''} failed: "
+                       f"`python -m labs grade {exercise.id} --verbose` on your copy shows them all)")
+    if part.flags:
+        message = "no points: " + "; ".join(part.flags)
+    else:
+        message = _describe(first).split(": ", 1)[-1] if first and not hidden else ""
+    return {
+        "name": f"Exercise {exercise.id}: {exercise.title}" + (" (hidden tests)" if hidden else ""),
+        "number": exercise.id,
+        "score": round(part.earned, 6),
+        "max_score": round(part.possible, 6),
+        "status": "passed" if passed else "failed",
+        "output": printable(output),
+        "visibility": "after_published" if hidden else "visible",
+        "extra_data": {
+            "exercise": exercise.id,
+            "hidden": hidden,
+            "tests": len(part.tests),
+            "failed": len(failures),
+            "failed_points": round(sum(test.weight for test in failures), 6),
+            "execution_time": round(sum(test.seconds for test in part.tests), 3),
+            "first_failure": None if first is None and not part.flags else
+                             {"test": "hidden test" if hidden else (first.name if first else ""), "message": printable(message)},
+        },
+    }
 
 
 def describe_applied(applied: dict) -> str:
@@ -165,6 +228,12 @@ def describe_applied(applied: dict) -> str:
     if missing:
         text += "; missing on this machine: " + ", ".join(f"{layer} ({why})" for layer, why in list(missing.items())[:6])
     return printable(text)
+
+
+def _tests(count: int, kind: str = "") -> str:
+    """(3, "hidden") -> "all 3 hidden tests", (1, "hidden") -> "the hidden test"."""
+    kind = f"{kind} " if kind else ""
+    return f"the {kind}test" if count == 1 else f"all {count} {kind}tests"
 
 
 def _fmt(points: float) -> str:

@@ -290,6 +290,7 @@ def grade(source: str | Path | None = None, exercises: list[str] | None = None, 
     Raises:
         GradingError: grading could not run (no tests, unknown exercise id, tests that cannot be collected).
     """
+    started = time.monotonic()
     source = Path(source) if source is not None else REPO_ROOT / "labs"
     if not source.is_dir():
         raise GradingError(f"submission folder {source} does not exist")
@@ -327,6 +328,7 @@ def grade(source: str | Path | None = None, exercises: list[str] | None = None, 
     label = "labs/ (your code)" if source.resolve() == (REPO_ROOT / "labs").resolve() else str(source)
     report = _report(label, catalog, wanted, modules, flags, collected, results)
     report.confinement = run.confinement
+    report.seconds = time.monotonic() - started
     return report
 
 
@@ -364,7 +366,8 @@ def _report(label: str, catalog: list[Exercise], wanted: list[str], modules: dic
             message = "" if outcome["outcome"] == "passed" else f"a hidden test failed (worth {_fmt(weight)} point{'s' if weight != 1 else ''}; hidden tests show no details)"
             output = ""
         exercise.tests.append(TestResult(test["nodeid"], test["function"], exercise.exercise.id, weight, outcome["outcome"],
-                                         message, output, where="" if hidden else str(outcome.get("where", ""))))
+                                         message, output, where="" if hidden else str(outcome.get("where", "")),
+                                         seconds=float(outcome.get("seconds", 0.0))))
     return GradeReport(label, list(by_marker.values()))
 
 

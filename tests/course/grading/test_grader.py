@@ -131,13 +131,18 @@ def test_grading_the_solutions_as_a_submission_gives_full_marks(runs):
 
 
 def test_json_output_has_gradescopes_shape(runs):
+    """One visible entry per exercise, no more (test_report.py checks the hidden entries)."""
     results = runs["stubs_json"]
-    assert set(results) >= {"score", "max_score", "tests"}
+    assert set(results) >= {"score", "max_score", "execution_time", "output", "tests"}
     assert isinstance(results["score"], (int, float)) and isinstance(results["max_score"], (int, float))
     assert results["max_score"] == pytest.approx(runs["solutions"].max_score)
+    assert 0 < results["execution_time"] < 900, f"execution_time should be the seconds grading took: {results['execution_time']}"
+    assert [t["number"] for t in results["tests"]] == [exercise.id for exercise in CATALOG], "not one entry per exercise, in order"
     for test in results["tests"]:
-        assert set(test) >= {"name", "score", "max_score", "output"}, f"a test entry lacks fields: {test}"
-        assert 0 <= test["score"] <= test["max_score"]
+        assert set(test) >= {"name", "number", "score", "max_score", "status", "output", "visibility"}, f"an entry lacks fields: {test}"
+        assert test["visibility"] == "visible" and test["status"] == "failed"
+        assert 0 == test["score"] < test["max_score"]
+        assert test["extra_data"]["execution_time"] >= 0
     assert sum(t["max_score"] for t in results["tests"]) == pytest.approx(results["max_score"], abs=1e-3)
 
 

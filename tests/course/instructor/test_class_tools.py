@@ -24,6 +24,8 @@ import pytest
 
 from labs import EXERCISE_MODULES
 from labs.grader.catalog import load_catalog
+from labs.grader.trusted.report import ExerciseResult, GradeReport
+from labs.grader.trusted.report import TestResult as Outcome  # as TestResult, pytest would try to collect it
 from labs.instructor.class_grading import SETTINGS_FILE, _one_line, class_settings, grade_class, parse_shard, share_of_class
 from labs.instructor.class_report import (Override, OverrideError, StudentGrade, _cell, _fence, code_span, feedback_markdown,
                                           match_overrides, md_text, read_overrides, write_grades_csv, write_report)
@@ -305,11 +307,15 @@ def _grade(key: str, people: list[Person] | None = None, results: dict | None = 
     return StudentGrade(key, key, people or [Person(key, key)], results)
 
 
-def _results(scores: dict[str, tuple[float, float]]) -> dict:
-    tests = [{"name": f"Exercise {ex} (x): test_{ex.replace('.', '_')}", "number": ex, "score": s, "max_score": m,
-              "status": "passed" if s == m else "failed", "output": "" if s == m else "AssertionError: differs"}
-             for ex, (s, m) in scores.items()]
-    return {"score": sum(s for s, _ in scores.values()), "max_score": sum(m for _, m in scores.values()), "tests": tests}
+def _results(scores: dict[str, tuple[int, int]]) -> dict:
+    """results.json as the grader writes it, for exercises with `possible` one-point tests of which `earned` pass."""
+    catalog = {exercise.id: exercise for exercise in load_catalog()}
+    exercises = [ExerciseResult(catalog[ex], [Outcome(f"tests/test_x.py::test_{i}", f"test_x.py::test_{i}", ex, 1.0,
+                                                      "passed" if i < earned else "failed",
+                                                      "" if i < earned else "AssertionError: differs")
+                                              for i in range(possible)])
+                 for ex, (earned, possible) in scores.items()]
+    return GradeReport("a submission", exercises).gradescope()
 
 
 def test_overrides_name_a_student_of_the_class_and_an_exercise_it_grades(tmp_path):
@@ -412,7 +418,7 @@ def test_a_gradebook_cell_cannot_start_a_formula_under_any_separator(name, cell)
 def test_the_report_the_feedback_and_the_gradebook_of_hostile_names_are_inert(tmp_path):
     exercises = [e for e in load_catalog() if e.id in EXERCISES]
     results = _results({"1.1": (1, 3), "1.2": (2, 2)})
-    results["tests"][0]["output"] = EVIL_MESSAGE
+    results["tests"][0]["output"] = results["tests"][0]["extra_data"]["first_failure"]["message"] = EVIL_MESSAGE  # as if unsanitised
     hostile = StudentGrade("_img_", f"../{HTML_NAME}", [Person("[x](javascript:alert(1))", f"{FORMULA_NAME} **bold**\n# h")],
                            results, notes=[f"bob.zip: skipped 1 member(s) whose path leaves the archive's folder: '../{HTML_NAME}'"],
                            graded_at="today")

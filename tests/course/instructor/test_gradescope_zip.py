@@ -116,14 +116,18 @@ def test_run_autograder_gives_the_solutions_full_marks_with_the_hidden_test(auto
     assert results is not None, f"run_autograder wrote no results.json:\n{process.stdout[-3000:]}\n{process.stderr[-3000:]}"
     assert results["score"] == results["max_score"] > 0, f"the solutions lost points on the autograder: {results['output']}"
     assert {t["number"] for t in results["tests"]} == {"1.1", "1.4"}
-    assert [t for t in results["tests"] if t["name"].endswith(": hidden test")], "the packaged hidden test was not graded"
+    hidden = [t for t in results["tests"] if t["name"].endswith("(hidden tests)")]
+    assert hidden and all(t["visibility"] == "after_published" for t in hidden), f"the packaged hidden test was not graded apart: {hidden}"
+    assert [t["number"] for t in results["tests"] if t not in hidden] == ["1.1", "1.4"], "not one entry per exercise"
 
 
 def test_run_autograder_gives_the_stubs_zero_and_shows_no_hidden_code(autograded):
     process, results = autograded["stubs"]
     assert results is not None, f"run_autograder wrote no results.json:\n{process.stdout[-3000:]}\n{process.stderr[-3000:]}"
     assert results["score"] == 0 and results["max_score"] > 0
-    hidden = [t for t in results["tests"] if t["name"].endswith(": hidden test")]
-    assert hidden and "a hidden test failed (worth 1 point" in hidden[0]["output"]
+    hidden = [t for t in results["tests"] if t["name"].endswith("(hidden tests)")]
+    assert hidden and "1 of 1 hidden test failed (worth 1 point" in hidden[0]["output"], hidden
+    assert hidden[0]["visibility"] == "after_published"
+    assert "hidden test failed" not in results["output"], "the table shown before publication tells of the hidden tests' results"
     shown = json.dumps(results) + process.stdout + process.stderr
     assert SECRET.lower() not in shown.lower(), "the hidden test's code or values reached the student"
