@@ -556,7 +556,8 @@ def write_report(out: Path, grades: list[StudentGrade], exercises: list[Exercise
         lines += [f"Total score: mean {points(round(mean, 2))} / {points(max_total)}"
                   f" ({100 * mean / max_total:.0f}%), median {points(round(median, 2))}, "
                   f"from {points(min(totals))} to {points(max(totals))}." if max_total else "No points possible.", ""]
-    _plot_totals(plots / "totals.png", totals, max_total)
+    _plot_totals(plots / "totals.png", totals, max_total, could_not_grade=sum(1 for g in graded if g.problem),
+                 left_out=len(grades) - len(graded))
     lines += ["![Distribution of total scores](plots/totals.png)", ""]
 
     attention = []
@@ -632,7 +633,16 @@ def write_report(out: Path, grades: list[StudentGrade], exercises: list[Exercise
     return write_text_atomically(out / "report.md", "\n".join(lines))
 
 
-def _plot_totals(path: Path, totals: list[float], max_total: float) -> None:
+def _plot_totals(path: Path, totals: list[float], max_total: float, could_not_grade: int = 0, left_out: int = 0) -> None:
+    totals_figure(totals, max_total, could_not_grade, left_out).savefig(path, dpi=110, bbox_inches="tight")
+
+
+def totals_figure(totals: list[float], max_total: float, could_not_grade: int = 0, left_out: int = 0) -> Figure:
+    """The histogram of the gradebook's totals: students on an integer axis, a title that says what it counts.
+
+    `could_not_grade`: how many of `totals` are submissions that could not be graded (a 0 each);
+    `left_out`: submissions without results (an error of the grader), which the plot does not show.
+    """
     fig = Figure(figsize=(7, 3.5))
     ax = fig.subplots()
     if totals:
@@ -641,10 +651,17 @@ def _plot_totals(path: Path, totals: list[float], max_total: float) -> None:
         mean = statistics.fmean(totals)
         ax.axvline(mean, color="tab:red", linestyle="--", label=f"mean {mean:.1f}")
         ax.legend()
-    ax.set_title(f"Total scores ({len(totals)} submissions; one that could not be graded counts 0)")
-    ax.set_xlabel(f"points (out of {points(max_total)})")
+    title = f"Total scores of {len(totals)} submission{'s' if len(totals) != 1 else ''}"
+    notes = []
+    if could_not_grade:
+        notes.append(f"{could_not_grade} could not be graded and count{'s' if could_not_grade == 1 else ''} 0")
+    if left_out:
+        notes.append(f"{left_out} without results, left out")
+    ax.set_title(title + (f" ({'; '.join(notes)})" if notes else ""))
+    ax.set_xlabel(f"points (out of {points(max_total)}), as in the gradebook")
     ax.set_ylabel("students")
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    ax.yaxis.get_major_locator().set_params(integer=True)  # a count of students: no 0.5 ticks
+    return fig
 
 
 def _plot_exercises(path: Path, exercises: list[Exercise], graded: list[StudentGrade],

@@ -28,7 +28,8 @@ from labs.grader.trusted.report import ExerciseResult, GradeReport
 from labs.grader.trusted.report import TestResult as Outcome  # as TestResult, pytest would try to collect it
 from labs.instructor.class_grading import SETTINGS_FILE, _one_line, class_settings, grade_class, parse_shard, share_of_class
 from labs.instructor.class_report import (Override, OverrideError, StudentGrade, _cell, _fence, code_span, feedback_markdown,
-                                          match_overrides, md_text, read_overrides, write_grades_csv, write_report)
+                                          match_overrides, md_text, read_overrides, totals_figure, write_grades_csv,
+                                          write_report)
 from labs.grader.text import printable
 from labs.instructor.handout import GENERATED, HandoutError, build_handout, students_readme
 from labs.instructor.release import generate
@@ -438,6 +439,18 @@ def test_the_report_the_feedback_and_the_gradebook_of_hostile_names_are_inert(tm
     with open(tmp_path / "grades.csv", newline="", encoding="utf-8-sig") as file:
         rows = list(csv.reader(file))
     assert rows[1][0] == "Eve;'=1+2;'@SUM(40+2) **bold** # h" and len(rows) == 3, rows
+
+
+@pytest.mark.parametrize("totals, could_not_grade, left_out, title", [
+    ([0, 3, 5, 5], 1, 0, "Total scores of 4 submissions (1 could not be graded and counts 0)"),
+    ([2.5], 0, 2, "Total scores of 1 submission (2 without results, left out)"),
+    ([float(n % 114) for n in range(300)], 0, 0, "Total scores of 300 submissions"),
+])
+def test_the_totals_plot_counts_students_in_whole_numbers_under_a_true_title(totals, could_not_grade, left_out, title):
+    ax = totals_figure(totals, 113, could_not_grade, left_out).axes[0]
+    assert ax.get_title() == title
+    ticks = [tick for tick in ax.get_yticks() if ax.get_ylim()[0] <= tick <= ax.get_ylim()[1]]
+    assert len(ticks) >= 2 and all(float(tick).is_integer() for tick in ticks), f"students on a fractional axis: {ticks}"
 
 
 # ---------------------------------------------------------------- Gradescope's metadata, Canvas's late flag
