@@ -161,7 +161,12 @@ def check(*exercises: str) -> CheckReport | None:
     if os.environ.get(SKIP_VARIABLE, "").strip().lower() in {"1", "true", "yes"}:
         print(f"check({', '.join(repr(i) for i in ids)}) skipped: {SKIP_VARIABLE} is set")
         return None
-    answer = _CHECKER.ask({"exercises": ids, "source": str(REPO_ROOT / "labs")})
+    return check_folder(REPO_ROOT / "labs", *ids)
+
+
+def check_folder(folder: str | Path, *exercises: str) -> CheckReport:
+    """check() on the exercise modules of another folder (a benchmark's, a course check's)."""
+    answer = _CHECKER.ask({"exercises": [str(e) for e in exercises], "source": str(Path(folder).resolve())})
     if "error" in answer:
         raise RuntimeError(answer["error"])
     report = CheckReport([ExerciseCheck(**e) for e in answer["exercises"]], answer["table"])
