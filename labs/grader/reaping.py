@@ -43,9 +43,15 @@ def become_subreaper() -> bool:
 
 
 def children_of(pid: int) -> list[int]:
-    found = []
+    """The pids whose parent is `pid`: from its threads' `children` files, or by reading all of /proc."""
     if not LINUX:
-        return found
+        return []
+    try:  # Linux 3.5+ (CONFIG_PROC_CHILDREN): no need to read the stat of every process on the machine
+        return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+                for child in (task / "children").read_text().split()]
+    except (OSError, ValueError):
+        pass
+    found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
@@ -56,6 +62,19 @@ def children_of(pid: int) -> list[int]:
             if int(fields[1]) == pid:
                 found.append(int(entry.name))
     return found
+
+
+def wait_for(pid: int, seconds: float = 2.0) -> dict[int, int]:
+    """Reap the child `pid` as soon as it has ended (a killed worker takes milliseconds to go), for
+    at most `seconds`: {pid: wait status}, and any other child that ended meanwhile; {} if it did not."""
+    statuses: dict[int, int] = {}
+    deadline = time.monotonic() + seconds
+    while pid not in statuses:
+        statuses.update(reap())
+        if pid in statuses or time.monotonic() > deadline:
+            break
+        time.sleep(0.0005)
+    return statuses
 
 
 def kill_group(pgid: int) -> None:

@@ -46,6 +46,7 @@ from labs.grader.catalog import Exercise, graded_test_files, load_catalog
 from labs.grader.trusted import by_hand
 from labs.grader.trusted.report import HIDDEN_PREFIX, ExerciseResult, GradeReport, TestResult, _fmt
 
+POLL_SECONDS = 0.05  # how often a test process's events are looked at: a run ends at most this long after its last test
 HANG_MARGIN = 30.0  # seconds past the per-test limit before a silent test process is killed
 DEFAULT_TIMEOUT = 60.0  # seconds for one test
 DEFAULT_TIME_BUDGET = 900.0  # seconds for a whole submission
@@ -194,6 +195,13 @@ def build_code_folder(modules: dict[str, SubmittedModule], code: Path) -> None:
 # ---------------------------------------------------------------- running pytest
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 def _read_events(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -240,22 +248,24 @@ def _run_pytest(run: _Run, paths: list[str], marker_expr: str, only: list[str] |
     with open(run.trusted / f"pytest-{attempt}.log", "wb") as log:
         process = subprocess.Popen(command, cwd=run.trusted, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         started: dict[str, float] = {}
-        seen = 0
+        seen, size = 0, -1
         while process.poll() is None:
-            time.sleep(0.2)
+            time.sleep(POLL_SECONDS)
             if time.monotonic() > run.deadline:
                 reaping.end_process(process)  # with its process group (the zygote among them)
                 return _read_events(report), "out of time"
-            events = _read_events(report)
-            if events and events[-1]["event"] == "finished":  # all said: spare it a second of torch's teardown
-                reaping.end_process(process)
-                return events, "finished"
-            for event in events[seen:]:
-                if event["event"] == "start":
-                    started[event["nodeid"]] = time.monotonic()
-                elif event["event"] == "result":
-                    started.pop(event["nodeid"], None)
-            seen = len(events)
+            if _size(report) != size:  # read again only what has grown
+                size = _size(report)
+                events = _read_events(report)
+                if events and events[-1]["event"] == "finished":  # all said: spare it a second of torch's teardown
+                    reaping.end_process(process)
+                    return events, "finished"
+                for event in events[seen:]:
+                    if event["event"] == "start":
+                        started[event["nodeid"]] = time.monotonic()
+                    elif event["event"] == "result":
+                        started.pop(event["nodeid"], None)
+                seen = len(events)
             if any(time.monotonic() - t > run.timeout + 2 * HANG_MARGIN for t in started.values()):
                 reaping.end_process(process)
                 return _read_events(report), "hung"
