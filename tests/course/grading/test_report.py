@@ -97,6 +97,7 @@ def test_the_output_above_the_entries_shows_no_hidden_result(results):
     row = next(line for line in output.splitlines() if line.split()[:1] == ["1.4"])
     assert row.split()[-1] == "0.50/2", f"the table before publication should count the public tests only: {row}"
     assert "Hidden tests were graded too" in output
+    assert results["stdout_visibility"] == "hidden", "the autograder's own printing (the full table) would show them"
 
 
 def test_a_flagged_exercise_earns_nothing_in_either_entry_and_says_why(results):

@@ -119,7 +119,7 @@ def test_readable_roots_never_hold_the_checkout_even_when_sys_path_names_it(monk
     monkeypatch.chdir(REPO_ROOT)
     roots = confinement.readable_roots([])
     venv = Path(sys.prefix).resolve()
-    in_venv = lambda root: root == venv or venv in root.parents  # noqa: E731 - the venv may live in the checkout
+    in_venv = lambda root: root.resolve() == venv or venv in root.resolve().parents  # noqa: E731 - the venv may live in the checkout (or a link to it)
     holding = [root for root in roots if root == REPO_ROOT or root in REPO_ROOT.parents or (REPO_ROOT in root.parents and not in_venv(root))]
     assert not holding, f"readable roots that hold or are inside the checkout {REPO_ROOT}: {holding}"
     assert any(root == venv or root in venv.parents for root in roots), f"the Python installation {venv} is not readable: {roots}"
