@@ -241,17 +241,9 @@ def _answer(request: dict, catalog, trusted: Path, code: Path, forbid: list[Path
         os.chmod(target, 0o644)
     events_file = trusted / f"check-{time.monotonic_ns()}.jsonl"
     marker = "(" + " or ".join(known[e].marker for e in wanted) + ") and not provided"
-    timeout = runner.DEFAULT_TIMEOUT
     files = sorted({f"tests/test_{known[e].module}.py" for e in wanted if (trusted / "tests" / f"test_{known[e].module}.py").is_file()})
-    arguments = [*(files or ["tests"]), "--impl", "labs", "-m", marker, "-p", "labs.grader.trusted.plugin", "--grading-report", str(events_file),
-                 "--timeout", str(timeout + runner.HANG_MARGIN), "-q", "--tb=no", "--show-capture=no", "--no-header",
-                 "-p", "no:cacheprovider", "-o", "addopts=--strict-markers"]
-    from labs.grader import confinement
-
-    if confinement.CAN_ISOLATE:
-        arguments += ["--grading-code", str(code), f"--grading-timeout={timeout}", *[f"--grading-forbid={p}" for p in forbid]]
     os.environ["LABS_IMPL"] = "labs"
-    pytest.main(arguments)
+    pytest.main(runner.pytest_arguments(files or ["tests"], marker, events_file, code, runner.DEFAULT_TIMEOUT, forbid))
     events = runner._read_events(events_file)
     events_file.unlink(missing_ok=True)
     collected = next((e["tests"] for e in events if e["event"] == "collected"), [])

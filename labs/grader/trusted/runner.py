@@ -227,18 +227,23 @@ class _Run:
     confinement: dict = field(default_factory=dict)  # what a worker applied, in its own words
 
 
+def pytest_arguments(paths: list[str], marker_expr: str, report: Path, code: Path, timeout: float, forbid: list[Path]) -> list[str]:
+    """pytest's arguments for a graded test process (the grader's and check()'s): the tests in `paths`
+    that `marker_expr` selects, recorded into `report`, the student's code run from `code` in workers."""
+    isolate = confinement.CAN_ISOLATE
+    return [
+        *paths, "--impl", "labs", "-m", marker_expr, "-p", "labs.grader.trusted.plugin", "--grading-report", str(report),
+        *(["--grading-code", str(code), f"--grading-timeout={timeout}", *[f"--grading-forbid={p}" for p in forbid]]
+          if isolate else []),
+        f"--timeout={timeout + HANG_MARGIN if isolate else timeout}", "-q", "--tb=no", "--show-capture=no", "--no-header",
+        "-p", "no:cacheprovider", "-o", "addopts=--strict-markers",
+    ]
+
+
 def _run_pytest(run: _Run, paths: list[str], marker_expr: str, only: list[str] | None, attempt: str) -> tuple[list[dict], str]:
     """Run the graded tests in `paths` once; return the plugin's events and how the process ended."""
     report = run.trusted / f"report-{attempt}.jsonl"
-    isolate = confinement.CAN_ISOLATE
-    command = [
-        sys.executable, "-m", "pytest", *paths, "--impl", "labs", "-m", marker_expr,
-        "-p", "labs.grader.trusted.plugin", "--grading-report", str(report),
-        *(["--grading-code", str(run.code), f"--grading-timeout={run.timeout}", *[f"--grading-forbid={p}" for p in run.forbid]]
-          if isolate else []),
-        f"--timeout={run.timeout + HANG_MARGIN if isolate else run.timeout}", "-q", "--tb=no", "--show-capture=no", "--no-header",
-        "-p", "no:cacheprovider", "-o", "addopts=--strict-markers",
-    ]
+    command = [sys.executable, "-m", "pytest", *pytest_arguments(paths, marker_expr, report, run.code, run.timeout, run.forbid)]
     if only is not None:
         only_file = run.trusted / f"only-{attempt}.txt"
         only_file.write_text("\n".join(only) + "\n")
