@@ -1,8 +1,8 @@
 """AlexNet on real images without CIFAR-10: `python -m labs train alexnet --data mnist`.
 
 The digits stay uint8 (N, 1, 28, 28); each batch becomes (B, 3, S, S) on the device. On a
-CPU the fast configuration learns: one epoch over 5,000 digits reaches 80% or more on the
-10,000 test digits (skipped without MNIST in LABS_DATA_DIR).
+CPU the fast configuration learns: one epoch over 5,000 digits, from He initialisation, reaches
+90% or more on the 10,000 test digits (95.3-95.6% over seeds 0-2; skipped without MNIST in LABS_DATA_DIR).
 """
 
 from __future__ import annotations
@@ -30,8 +30,23 @@ def test_grey_digits_become_three_equal_channels_at_the_models_size_without_copi
     assert torch.allclose(black, torch.tensor(-0.1307 / 0.3081)), "a black pixel should be normalised to -mean/std"
 
 
+def test_he_initialisation_keeps_the_signal_scale_and_starts_the_logits_near_zero():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 5), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(64 * 28 * 28, 512), torch.nn.ReLU(), torch.nn.Linear(512, 10))
+    alexnet.he_initialise(net)
+    for layer, fan_in in ((net[0], 3 * 5 * 5), (net[3], 64 * 28 * 28)):
+        assert layer.weight.std().item() == pytest.approx((2 / fan_in) ** 0.5, rel=0.05), layer
+        assert torch.count_nonzero(layer.bias) == 0
+    assert net[5].weight.std().item() == pytest.approx(0.01, rel=0.1), "the last layer should start small"
+    x = torch.randn(64, 3, 32, 32)  # (64, 3, 32, 32)
+    hidden = net[:5](x)  # (64, 512): after two ReLU layers
+    assert 0.3 < hidden.pow(2).mean().item() / x.pow(2).mean().item() < 3, "the signal's scale should survive the layers"
+    assert net(x).abs().max().item() < 1, "the first logits should be near 0"
+
+
 @pytest.mark.timeout(300)
-def test_alexnet_fast_run_on_real_mnist_reaches_80_percent(mnist_dir, tmp_path):
+def test_alexnet_fast_run_on_real_mnist_reaches_90_percent(mnist_dir, tmp_path):
     env = {**os.environ, "LABS_DATA_DIR": str(mnist_dir), "LABS_IMPL": "solutions"}
     result = subprocess.run(
         [sys.executable, "-m", "labs", "train", "alexnet", "--data", "mnist", "--fast", "--device", "cpu", "--no-progress",
@@ -43,7 +58,7 @@ def test_alexnet_fast_run_on_real_mnist_reaches_80_percent(mnist_dir, tmp_path):
     found = re.search(r"test accuracy: ([\d.]+)%", result.stdout)
     assert found, f"the recipe should print its test accuracy:\n{result.stdout[-2000:]}"
     accuracy = float(found.group(1)) / 100
-    assert accuracy >= 0.8, f"AlexNet's fast run reached only {accuracy:.2%} on the 10,000 test digits (expected >= 80%)"
+    assert accuracy >= 0.9, f"AlexNet's fast run reached only {accuracy:.2%} on the 10,000 test digits (expected >= 90%)"
 
 
 def test_alexnet_mnist_says_how_to_fetch_missing_mnist(tmp_path, capsys, monkeypatch):
