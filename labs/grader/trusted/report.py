@@ -93,6 +93,7 @@ class GradeReport:
     exercises: list[ExerciseResult]
     confinement: dict = field(default_factory=dict)  # what the workers applied, as the first one reported it
     seconds: float = 0.0  # how long grading took, start to end
+    public_seconds: float = 0.0  # until every public result was recorded, before the hidden tests ran
 
     @property
     def score(self) -> float:
@@ -121,7 +122,8 @@ class GradeReport:
 
     def public_part(self) -> GradeReport:
         """The report without its hidden tests: what a student may see before grades are published."""
-        return GradeReport(self.source, [result.part(hidden=False) for result in self.exercises], self.confinement, self.seconds)
+        return GradeReport(self.source, [result.part(hidden=False) for result in self.exercises], self.confinement,
+                           self.public_seconds, self.public_seconds)
 
     def gradescope(self) -> dict:
         """Gradescope's results.json: one entry per exercise, and one more for its hidden tests.
@@ -129,7 +131,7 @@ class GradeReport:
         An exercise's entry carries its public tests' points, its status and its first failure; its
         hidden tests' entry is shown only when the grades are published (`after_published`), and
         the output above the entries is the public part's table, so that nothing of the hidden
-        tests shows before then. `extra_data` holds what class grading reads back: the first
+        tests shows before then, not even their time. `extra_data` holds what class grading reads back: the first
         failure apart from its text, how many tests failed and what they were worth.
         """
         entries = []
@@ -146,7 +148,9 @@ class GradeReport:
         return {
             "score": round(self.score, 4),
             "max_score": round(self.max_score, 4),
-            "execution_time": round(self.seconds, 3),
+            # the public part's seconds: a submission that slept by what a hidden test handed it would
+            # read the hidden input back from the whole run's time
+            "execution_time": round(self.public_seconds or self.seconds, 3),
             "output": output,
             "visibility": "visible",
             "stdout_visibility": "hidden",

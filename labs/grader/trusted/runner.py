@@ -333,6 +333,7 @@ def grade(source: str | Path | None = None, exercises: list[str] | None = None, 
         run = _Run(trusted, code_root / "code", [trusted, source.resolve()], timeout, time.monotonic() + time_budget, time_budget)
         public = ["tests", f"--ignore-glob=*{HIDDEN_PREFIX}*"]
         collected, results = _run_shards(run, public, [[known[ex] for ex in group] for group in share_out(wanted, shards)])
+        public_seconds = time.monotonic() - started
         hidden = [f"tests/{path.name}" for path in sorted((trusted / "tests").glob(f"{HIDDEN_PREFIX}*.py"))]
         if hidden:  # after every public result is recorded: in processes and workers of their own
             more, more_results = _run_shards(run, hidden, [[known[ex] for ex in wanted]], first_shard=shards)
@@ -343,7 +344,7 @@ def grade(source: str | Path | None = None, exercises: list[str] | None = None, 
     label = "labs/ (your code)" if source.resolve() == (REPO_ROOT / "labs").resolve() else str(source)
     report = _report(label, catalog, wanted, modules, flags, collected, results)
     report.confinement = run.confinement
-    report.seconds = time.monotonic() - started
+    report.seconds, report.public_seconds = time.monotonic() - started, public_seconds
     return report
 
 
