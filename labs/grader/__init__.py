@@ -51,6 +51,8 @@ mistake in one exercise costs that exercise only.
   own tensors are never rewritten.
 - Hidden tests run after every public result is recorded, in test processes and workers of
   their own, so nothing a hidden test hands the student's code reaches what the student sees.
+  In results.json their entries show only after the grades are published, and what is visible
+  before (the table, execution_time) is the public tests' alone, their time included.
 - Text from a submission is inert wherever it lands: control characters are dropped from what
   reaches a terminal (text.py), markdown, HTML and CSV are escaped where they are written.
 - What a worker cannot be stopped from doing: wasting its own time budget. Tests that check
