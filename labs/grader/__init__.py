@@ -52,7 +52,12 @@ mistake in one exercise costs that exercise only.
 - Hidden tests run after every public result is recorded, in test processes and workers of
   their own, so nothing a hidden test hands the student's code reaches what the student sees.
   In results.json their entries show only after the grades are published, and what is visible
-  before (the table, execution_time) is the public tests' alone, their time included.
+  before (the table, the entries, execution_time) is the public tests' alone, their time included.
+  The top-level score is the grade and counts the hidden points: a student who sees it before
+  publication learns, one bit per hidden test per submission, whether the hidden tests pass
+  (a dishonest-student review recovered a hidden input's maximum in 7 submissions so). Where
+  that matters, keep the total from students until publication, or add the hidden tests after
+  the due date (grade-class --extra-tests).
 - Text from a submission is inert wherever it lands: control characters are dropped from what
   reaches a terminal (text.py), markdown, HTML and CSV are escaped where they are written.
 - What a worker cannot be stopped from doing: wasting its own time budget. Tests that check

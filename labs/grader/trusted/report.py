@@ -152,6 +152,8 @@ class GradeReport:
             # read the hidden input back from the whole run's time
             "execution_time": round(self.public_seconds or self.seconds, 3),
             "output": output,
+            "output_format": "text",  # shown as plain text: a submission's "<img onerror=...>" stays characters
+            "test_output_format": "text",
             "visibility": "visible",
             "stdout_visibility": "hidden",
             "tests": entries,
@@ -191,6 +193,7 @@ def _gradescope_entry(part: ExerciseResult, hidden: bool) -> dict:
         "max_score": round(part.possible, 6),
         "status": "passed" if passed else "failed",
         "output": printable(output),
+        "output_format": "text",
         "visibility": "after_published" if hidden else "visible",
         "extra_data": {
             "exercise": exercise.id,

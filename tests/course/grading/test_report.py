@@ -107,8 +107,10 @@ def test_a_flagged_exercise_earns_nothing_in_either_entry_and_says_why(results):
         assert "no points: line 12 calls torch.nn.functional.cross_entropy" in entry["output"]
 
 
-def test_text_from_the_submission_is_printable(results):
+def test_text_from_the_submission_is_printable_and_shown_as_text(results):
     assert "\x1b" not in json.dumps(results, ensure_ascii=False)
+    assert results["output_format"] == results["test_output_format"] == "text", "Gradescope would render a submission's HTML"
+    assert all(entry["output_format"] == "text" for entry in results["tests"])
 
 
 def test_class_grading_reads_back_what_the_report_says(results):
