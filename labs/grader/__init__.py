@@ -58,6 +58,9 @@ mistake in one exercise costs that exercise only.
   (a dishonest-student review recovered a hidden input's maximum in 7 submissions so). Where
   that matters, keep the total from students until publication, or add the hidden tests after
   the due date (grade-class --extra-tests).
+- A careless mistake costs what it breaks: a worker runs the student's module one top-level
+  statement at a time (worker/server.py, `import_exercise_module`), and a definition that
+  raises leaves an object that raises the same error, with its line, where it is used.
 - Text from a submission is inert wherever it lands: control characters are dropped from what
   reaches a terminal (text.py), markdown, HTML and CSV are escaped where they are written.
 - What a worker cannot be stopped from doing: wasting its own time budget. Tests that check

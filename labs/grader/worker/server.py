@@ -29,7 +29,10 @@ writes more than its quota.
 
 from __future__ import annotations
 
+import __future__
+import ast
 import importlib
+import importlib.util
 import json
 import os
 import select
@@ -116,7 +119,7 @@ class Worker:
         decoder = Decoder(tensors, self.resolve)
         op = request.get("op")
         if op == "import":
-            return encoder.encode(importlib.import_module(f"labs.{request['module']}"))
+            return encoder.encode(import_exercise_module(str(request["module"])))
         if op == "reset":
             reset_torch_state()
             return None
@@ -240,6 +243,78 @@ def _warm_up() -> None:
     optimizer = torch.optim.SGD([weight], lr=0.1)
     (weight * weight).sum().backward()
     optimizer.step()
+
+
+def import_exercise_module(name: str) -> Any:
+    """`labs.<name>`, the student's module, run one top-level statement at a time.
+
+    As an import would, except where a statement raises: a definition that raises (a NameError in
+    one function's default argument, an import of a module that does not exist) leaves in its
+    place an object that raises the same error, with its line, when it is used, and the other
+    statements still run. So a careless mistake in one exercise costs the exercises that use
+    what it defines, not its whole module. A statement that raises and defines nothing (a bare
+    `raise`, a failing call at module level) fails the import as before, and so does a syntax error.
+    """
+    full = f"labs.{name}"
+    if full in sys.modules:
+        return sys.modules[full]
+    spec = importlib.util.find_spec(full)
+    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+        return importlib.import_module(full)
+    source = Path(spec.origin).read_text(encoding="utf-8")
+    tree = ast.parse(source, spec.origin)  # a SyntaxError goes back to the test as it is
+    flags = 0
+    for statement in tree.body:  # `from __future__ import annotations` must reach every statement's compilation
+        if isinstance(statement, ast.ImportFrom) and statement.module == "__future__":
+            flags |= sum(getattr(__future__, alias.name).compiler_flag for alias in statement.names if hasattr(__future__, alias.name))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[full] = module
+    try:
+        for statement in tree.body:
+            code = compile(ast.Module(body=[statement], type_ignores=[]), spec.origin, "exec", flags=flags, dont_inherit=True)
+            try:
+                exec(code, module.__dict__)
+            except Exception as error:
+                names = _names_bound(statement)
+                if not names:
+                    raise
+                why = f"line {statement.lineno} of labs/{name}.py raised {type(error).__name__}: {error}"
+                for bound in names:
+                    module.__dict__[bound] = _Undefined(bound, why)
+    except BaseException:
+        sys.modules.pop(full, None)
+        raise
+    setattr(sys.modules["labs"], name, module)
+    return module
+
+
+def _names_bound(statement: ast.stmt) -> list[str]:
+    """The module-level names a top-level statement defines."""
+    if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return [statement.name]
+    if isinstance(statement, (ast.Import, ast.ImportFrom)):
+        return [alias.asname or alias.name.split(".")[0] for alias in statement.names if alias.name != "*"]
+    targets = statement.targets if isinstance(statement, ast.Assign) else \
+        [statement.target] if isinstance(statement, (ast.AnnAssign, ast.AugAssign)) else []
+    return [node.id for target in targets for node in ast.walk(target) if isinstance(node, ast.Name)]
+
+
+class _Undefined:
+    """What stands for a name whose definition raised: using it raises that error, with its line."""
+
+    def __init__(self, name: str, why: str) -> None:
+        self._error = f"{name} could not be defined: {why}"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise ImportError(self._error)
+
+    def __getattr__(self, attribute: str) -> Any:
+        if attribute.startswith("__"):
+            raise AttributeError(attribute)
+        raise ImportError(self._error)
+
+    def __repr__(self) -> str:
+        return f"<{self._error}>"
 
 
 def zygote_main(control_fd: int, settings_json: str) -> None:

@@ -200,3 +200,22 @@ def test_bad_grader_arguments_exit_2_with_a_reason(tmp_path):
     assert process.returncode == 2 and "does not exist" in process.stderr
     process = _grade_cli("9.9")
     assert process.returncode == 2 and "unknown exercise" in process.stderr
+
+
+@pytest.mark.slow
+def test_a_definition_that_raises_costs_only_the_exercises_that_use_it(tmp_path):
+    """A careless default argument (`eps=EPS`, never defined) in cross_entropy once made mlp.py fail
+    to import and cost every exercise of the module; now only 1.5, whose function it is."""
+    for module in ("basics", "mlp", "conv", "models"):
+        shutil.copy(REPO_ROOT / "solutions" / f"{module}.py", tmp_path / f"{module}.py")
+    mlp = tmp_path / "mlp.py"
+    signature = "def cross_entropy(logits: Tensor, targets: Tensor"
+    assert mlp.read_text().count(signature) == 1, "solutions/mlp.py's cross_entropy changed: update the signature here"
+    mlp.write_text(mlp.read_text().replace(signature, signature + ", eps: float = EPS_NEVER_DEFINED"))
+    line = next(n for n, text in enumerate(mlp.read_text().splitlines(), 1) if text.startswith(signature))
+    report = grade(tmp_path, ["1.4", "1.5", "1.6"]).by_id()
+    assert report["1.4"].earned == report["1.4"].possible > 0 and report["1.6"].earned == report["1.6"].possible > 0, \
+        f"exercises that do not use cross_entropy lost points: {[(i, r.earned, r.possible) for i, r in report.items()]}"
+    assert report["1.5"].earned == 0
+    message = report["1.5"].first_failure.message
+    assert f"cross_entropy could not be defined: line {line} of labs/mlp.py raised NameError" in message, message
