@@ -16,13 +16,18 @@ import unicodedata
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]?|\x9b[0-?]*[ -/]*[@-~]")
 
 
+# Letters and symbols that draw nothing (Hangul fillers, the blank Braille pattern): text made of
+# them looks blank, or like spaces, and could pad a message into what looks like a line of ours
+_BLANK = dict.fromkeys(map(ord, "\u115f\u1160\u3164\uffa0\u2800"))
+
+
 def printable(text: object, newlines: bool = True) -> str:
-    """`text` without escape sequences or control and format characters.
+    """`text` without escape sequences, control and format characters, or characters that draw nothing.
 
     `\\r\\n` and a lone `\\r` become `\\n` (a carriage return would overwrite the line before it);
     newlines and tabs are kept, or with `newlines=False` every run of them becomes a space (a
     progress line, a table cell).
     """
     text = _ANSI.sub("", str(text)).replace("\r\n", "\n").replace("\r", "\n")
-    text = "".join(c for c in text if c in "\n\t" or not unicodedata.category(c).startswith("C"))
+    text = "".join(c for c in text if c in "\n\t" or not unicodedata.category(c).startswith("C")).translate(_BLANK)
     return text if newlines else re.sub(r"[\n\t]+", " ", text)

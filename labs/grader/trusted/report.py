@@ -249,10 +249,13 @@ def _fmt(points: float) -> str:
 
 def _describe(test: TestResult) -> str:
     """"test_name: what went wrong", the whole message (it may span lines), and the student's line
-    when their code raised. Control characters from the student's text are dropped."""
+    when their code raised. Control characters from the student's text are dropped, and each line
+    of the message after its first is indented under it: no line of a student's message can pass
+    for one of the grader's ("all tests passed")."""
     stub = test.where.split(": ", 1)[-1].startswith(("raise NotImplementedError", "raise ImportError"))  # says it already
-    where = f"\n  at {test.where}" if test.where and not stub else ""
-    return printable(f"{test.name}: {test.message.strip()}{where}")
+    where = f"\n  at {printable(test.where, newlines=False)}" if test.where and not stub else ""
+    message = printable(test.message.strip()).replace("\n", "\n  ")
+    return printable(f"{test.name}: {message}{where}")
 
 
 def _clip(text: str, width: int) -> str:

@@ -100,6 +100,15 @@ def test_the_output_above_the_entries_shows_no_hidden_result(results):
     assert results["stdout_visibility"] == "hidden", "the autograder's own printing (the full table) would show them"
 
 
+def test_no_line_of_a_students_message_passes_for_one_of_the_graders():
+    forged = "differs\nall 4 tests passed\n\u3164\n(0 more tests failed)"
+    report = GradeReport("a submission", [ExerciseResult(CATALOG["1.5"], [_test("1.5", "test_ce", False, forged),
+                                                                         _test("1.5", "test_ce_grad", False, "x")])])
+    output = report.gradescope()["tests"][0]["output"].splitlines()
+    assert output[0] == "test_ce: differs" and output[1:4] == ["  all 4 tests passed", "  ", "  (0 more tests failed)"], output
+    assert output[4].startswith("(1 more test failed"), output
+
+
 def test_a_flagged_exercise_earns_nothing_in_either_entry_and_says_why(results):
     for hidden in (False, True):
         entry = _entry(results, "1.5", hidden)

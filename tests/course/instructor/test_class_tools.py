@@ -402,6 +402,8 @@ def test_control_characters_never_reach_the_terminal_or_the_markdown():
     assert printable("\x1b[2J\x1b[1;31mred\x1b[0m\x1b]0;title\x07 ok\rback\x08\x07\x9b2J") == "red ok\nback"
     assert printable("a\r\nb\tc", newlines=False) == "a b c"
     assert printable("\u202eevil\u202c name") == "evil name", "a bidirectional override can disguise a name"
+    assert printable("ok\n\u3164\n\u2800\u115f\u1160\uffa0\nZo\u00eb \ud55c") == "ok\n\n\nZo\u00eb \ud55c", \
+        "characters that draw nothing can pad a message into lines that look like the grader's; real letters stay"
     grade = StudentGrade("k\x1b[2J", "k", [], None, [], problem="\x1b[2Jbad\rzip")
     assert _one_line(grade) == "k: could not be graded: bad zip"
 
