@@ -203,14 +203,15 @@ RULES: dict[str, Rule] = {
         _rule("1.2", "basics", ["one_hot"], [ONE_HOT],
               "torch.zeros with advanced indexing, scatter_, comparisons with torch.arange and torch.eye(C)[y] are "
               "allowed; F.one_hot is not."),
-        _rule("1.4", "mlp", ["softmax", "log_softmax"], [SOFTMAX],
+        _rule("1.4", "mlp", ["softmax", "log_softmax"], [SOFTMAX, AUTOGRAD],
               "exp, log, amax/max, sum and subtraction are allowed; torch.softmax, F.softmax, log_softmax in any "
               "spelling (tensor methods, torch.special, nn.Softmax), attention (a softmax of scores), "
-              "torch.distributions, logsumexp and logcumsumexp are not: logsumexp is the stable shift this "
-              "exercise teaches."),
-        _rule("1.5", "mlp", ["cross_entropy"], [SOFTMAX, CROSS_ENTROPY],
+              "torch.distributions, logsumexp, logcumsumexp and autograd (softmax is the gradient of logsumexp) "
+              "are not: logsumexp is the stable shift this exercise teaches.", AUTOGRAD_EXEMPT),
+        _rule("1.5", "mlp", ["cross_entropy"], [SOFTMAX, CROSS_ENTROPY, AUTOGRAD],
               "Your own log_softmax, advanced indexing, gather, F.one_hot and mean are allowed; the softmax family, "
-              "logsumexp, F.cross_entropy, F.nll_loss, F.kl_div and the nn loss modules are not."),
+              "logsumexp, autograd, F.cross_entropy, F.nll_loss, F.kl_div and the nn loss modules are not.",
+              AUTOGRAD_EXEMPT),
         _rule("1.6", "mlp", ["cross_entropy_grad"], [SOFTMAX, CROSS_ENTROPY, AUTOGRAD],
               "Your own softmax, zeros_like with indexing, scatter_ and F.one_hot are allowed; the softmax and "
               "cross-entropy families and autograd (.backward, torch.autograd.*, torch.func, requires_grad) are not.",

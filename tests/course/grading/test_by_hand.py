@@ -1336,6 +1336,13 @@ CHEATS = [
         def tanh(z):
             return _OPS[0](z)
     """),
+    ("softmax as autograd's gradient of a hand-written log-sum-exp (a dishonest-student review)", "mlp", "1.4", ".backward", """
+        def softmax(z, dim=-1):
+            shifted = z.detach().clone()
+            shifted.requires_grad = True
+            (shifted - shifted.amax(dim=dim, keepdim=True).detach()).exp().sum(dim=dim).log().sum().backward()  # <- flagged
+            return shifted.grad
+    """),
 ]
 
 
