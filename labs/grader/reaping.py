@@ -69,12 +69,11 @@ def wait_for(pid: int, seconds: float = 2.0) -> dict[int, int]:
     at most `seconds`: {pid: wait status}, and any other child that ended meanwhile; {} if it did not."""
     statuses: dict[int, int] = {}
     deadline = time.monotonic() + seconds
-    while pid not in statuses:
+    while True:
         statuses.update(reap())
         if pid in statuses or time.monotonic() > deadline:
-            break
+            return statuses
         time.sleep(0.0005)
-    return statuses
 
 
 def kill_group(pgid: int) -> None:

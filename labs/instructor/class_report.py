@@ -174,8 +174,7 @@ def outcomes(results: dict | None, exercises: list[Exercise]) -> dict[str, Exerc
         extra = entry.get("extra_data") if isinstance(entry.get("extra_data"), dict) else {}
         first = extra.get("first_failure") if isinstance(extra.get("first_failure"), dict) else None
         name = str(first.get("test", "")) if first else test_name(str(entry.get("name", "")))
-        hidden = bool(extra.get("hidden")) if extra else name == HIDDEN_NAME
-        if hidden:
+        if _is_hidden(entry):
             name = HIDDEN_NAME
             outcome.hidden_failed += int(extra.get("failed", 1))
             outcome.hidden_lost += float(extra.get("failed_points", entry.get("max_score", 0.0)))

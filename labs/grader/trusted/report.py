@@ -166,8 +166,9 @@ def _gradescope_entry(part: ExerciseResult, hidden: bool) -> dict:
     failures = part.failures
     first = failures[0] if failures else None
     passed = not part.flags and not failures and bool(part.tests)
+    lost = sum(test.weight for test in failures)
     if hidden:
-        count, lost = len(part.tests), sum(test.weight for test in failures)
+        count = len(part.tests)
         if part.flags:
             output = "\n".join(part.problems())
         elif not failures:
@@ -200,10 +201,10 @@ def _gradescope_entry(part: ExerciseResult, hidden: bool) -> dict:
             "hidden": hidden,
             "tests": len(part.tests),
             "failed": len(failures),
-            "failed_points": round(sum(test.weight for test in failures), 6),
+            "failed_points": round(lost, 6),
             "execution_time": round(sum(test.seconds for test in part.tests), 3),
             "first_failure": None if first is None and not part.flags else
-                             {"test": "hidden test" if hidden else (first.name if first else ""), "message": printable(message)},
+                             {"test": first.name if first else "", "message": printable(message)},  # a hidden test's name is "hidden test"
         },
     }
 
@@ -255,7 +256,7 @@ def _describe(test: TestResult) -> str:
     stub = test.where.split(": ", 1)[-1].startswith(("raise NotImplementedError", "raise ImportError"))  # says it already
     where = f"\n  at {printable(test.where, newlines=False)}" if test.where and not stub else ""
     message = printable(test.message.strip()).replace("\n", "\n  ")
-    return printable(f"{test.name}: {message}{where}")
+    return f"{test.name}: {message}{where}"
 
 
 def _clip(text: str, width: int) -> str:

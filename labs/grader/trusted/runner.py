@@ -259,8 +259,9 @@ def _run_pytest(run: _Run, paths: list[str], marker_expr: str, only: list[str] |
             if time.monotonic() > run.deadline:
                 reaping.end_process(process)  # with its process group (the zygote among them)
                 return _read_events(report), "out of time"
-            if _size(report) != size:  # read again only what has grown
-                size = _size(report)
+            current = _size(report)
+            if current != size:  # read the events again only when more were written
+                size = current
                 events = _read_events(report)
                 if events and events[-1]["event"] == "finished":  # all said: spare it a second of torch's teardown
                     reaping.end_process(process)
